@@ -1,0 +1,40 @@
+"""asyncq: an asyncio task queue on Redis Cluster, wire-compatible with Go's asynq.
+
+The public API is what ``__all__`` lists; everything under a leading underscore
+may change without notice.
+"""
+
+from __future__ import annotations
+
+from asyncq._cluster.connector import Connector, RedisClusterConnector, RedisConnector
+from asyncq.client import Client
+from asyncq.errors import (
+    AsyncqError,
+    ConnectionFailedError,
+    DuplicateTaskError,
+    InvalidOptionError,
+    InvalidQueueNameError,
+    TaskDecodeError,
+    TaskIdConflictError,
+)
+from asyncq.task import Task, TaskInfo, TaskState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncqError",
+    "Client",
+    "ConnectionFailedError",
+    "Connector",
+    "DuplicateTaskError",
+    "InvalidOptionError",
+    "InvalidQueueNameError",
+    "RedisClusterConnector",
+    "RedisConnector",
+    "Task",
+    "TaskDecodeError",
+    "TaskIdConflictError",
+    "TaskInfo",
+    "TaskState",
+    "__version__",
+]

@@ -1,0 +1,31 @@
+-- add_to_group: put a new task into an aggregation group of its queue.
+-- Semantics of asynq's addToGroupCmd / addToGroupUniqueCmd, with two fixes: the
+-- id conflict is checked before the unique lock is taken, and a unique task
+-- records its lock in `unique_key` so the lock is released when it finishes.
+--
+-- KEYS[1] = asynq:{q}:t:<id>              task hash
+-- KEYS[2] = asynq:{q}:g:<group>           group set
+-- KEYS[3] = asynq:{q}:groups              set of group names
+-- KEYS[4] = asynq:{q}:unique:<type>:<md5> unique lock (optional: only for unique tasks)
+-- ARGV[1] = task message (protobuf TaskMessage)
+-- ARGV[2] = task id
+-- ARGV[3] = now in Unix seconds (the score)
+-- ARGV[4] = group name
+-- ARGV[5] = unique lock TTL in whole seconds (only with KEYS[4])
+-- DERIVED = none
+-- RETURNS = 1 added, 0 the task id is taken, -1 a unique lock is held (duplicate)
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return 0
+end
+if KEYS[4] then
+  if not redis.call("SET", KEYS[4], ARGV[2], "NX", "EX", ARGV[5]) then
+    return -1
+  end
+  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "aggregating", "group", ARGV[4],
+             "unique_key", KEYS[4])
+else
+  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "aggregating", "group", ARGV[4])
+end
+redis.call("ZADD", KEYS[2], ARGV[3], ARGV[2])
+redis.call("SADD", KEYS[3], ARGV[4])
+return 1

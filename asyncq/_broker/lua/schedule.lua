@@ -1,0 +1,32 @@
+-- schedule: put a new task into its queue's scheduled set, due at ARGV[2].
+-- Semantics of asynq's scheduleCmd / scheduleUniqueCmd, with two fixes: the id
+-- conflict is checked before the unique lock is taken, and the task's group is
+-- kept in the hash so that the forwarder later moves it into its group (asynq
+-- drops it and the task skips aggregation).
+--
+-- KEYS[1] = asynq:{q}:t:<id>              task hash
+-- KEYS[2] = asynq:{q}:scheduled           scheduled set
+-- KEYS[3] = asynq:{q}:unique:<type>:<md5> unique lock (optional: only for unique tasks)
+-- ARGV[1] = task message (protobuf TaskMessage)
+-- ARGV[2] = process-at time in Unix seconds (the score)
+-- ARGV[3] = task id
+-- ARGV[4] = group name, or "" for none
+-- ARGV[5] = unique lock TTL in whole seconds (only with KEYS[3])
+-- DERIVED = none
+-- RETURNS = 1 scheduled, 0 the task id is taken, -1 a unique lock is held (duplicate)
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return 0
+end
+if KEYS[3] then
+  if not redis.call("SET", KEYS[3], ARGV[3], "NX", "EX", ARGV[5]) then
+    return -1
+  end
+  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled", "unique_key", KEYS[3])
+else
+  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")
+end
+if ARGV[4] ~= "" then
+  redis.call("HSET", KEYS[1], "group", ARGV[4])
+end
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1

@@ -1,0 +1,76 @@
+"""Lua scripts: one ``.lua`` file per broker verb, loaded once and run by SHA.
+
+Each file opens with a header of ``-- KEYS[n] = ...``, ``-- ARGV[n] = ...``,
+``-- DERIVED = ...`` and ``-- RETURNS = ...`` lines. The header is data: a unit
+test reads it to prove that every key a script touches carries the queue's tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+__all__ = ["LuaScript", "ScriptHeader", "load_script", "script_names"]
+
+_HEADER_LINE = re.compile(r"^--\s*(KEYS\[\d+\]|ARGV\[\d+\]|DERIVED|RETURNS)\s*=\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class ScriptHeader:
+    """What a script's header declares: its keys, arguments, derived keys and result."""
+
+    keys: dict[int, str]
+    argv: dict[int, str]
+    derived: tuple[str, ...]
+    returns: str
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A Lua script with its SHA1, as sent with EVALSHA."""
+
+    name: str
+    source: str
+    sha: str
+    header: ScriptHeader
+
+
+def _parse_header(source: str) -> ScriptHeader:
+    keys: dict[int, str] = {}
+    argv: dict[int, str] = {}
+    derived: list[str] = []
+    returns = ""
+    for line in source.splitlines():
+        if not line.startswith("--"):
+            break
+        match = _HEADER_LINE.match(line)
+        if match is None:
+            continue
+        label, text = match.group(1), match.group(2).strip()
+        if label.startswith("KEYS"):
+            keys[int(label[5:-1])] = text
+        elif label.startswith("ARGV"):
+            argv[int(label[5:-1])] = text
+        elif label == "DERIVED":
+            if text != "none":
+                derived.extend(part.strip() for part in text.split(";") if part.strip())
+        else:
+            returns = text
+    return ScriptHeader(keys=keys, argv=argv, derived=tuple(derived), returns=returns)
+
+
+def script_names() -> list[str]:
+    """Names of every script shipped with asyncq (file names without ``.lua``)."""
+    folder = resources.files("asyncq._broker") / "lua"
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua"))
+
+
+@cache
+def load_script(name: str) -> LuaScript:
+    """Read ``lua/<name>.lua`` once and compute its SHA1."""
+    source = (resources.files("asyncq._broker") / "lua" / f"{name}.lua").read_text("utf-8")
+    sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    return LuaScript(name=name, source=source, sha=sha, header=_parse_header(source))

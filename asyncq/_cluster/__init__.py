@@ -1,0 +1,1 @@
+"""Cluster plumbing: slot arithmetic, the connectors and the queue router."""

@@ -1,0 +1,290 @@
+"""Connectors: the objects that own a redis-py client and its lifecycle.
+
+``RedisClusterConnector`` talks to a Redis Cluster and ``RedisConnector`` to one
+Redis server. Both offer the same small interface to the rest of asyncq, so every
+feature works on both: ``call`` (one operation with retry), ``run_script`` (EVALSHA
+with a NOSCRIPT fallback), ``execute`` (one command) and ``topology`` facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from asyncq._broker.scripts import LuaScript
+from asyncq._cluster.retry import call_with_retry
+from asyncq.errors import InvalidOptionError
+
+__all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_address"]
+
+T = TypeVar("T")
+EncodableT = str | bytes | int | float
+
+# The client is typed loosely: redis-py's command methods return unions that
+# would force a cast at every call site without adding safety.
+RedisClient = Any
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (IPv6 as ``"[::1]:7000"``) into host and port, with a clear error."""
+    text = address.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidOptionError(
+            f"cluster node {address!r} is not 'host:port' (e.g. '127.0.0.1:7000')"
+        )
+    return host.strip("[]"), int(port)
+
+
+class Connector(ABC):
+    """What the rest of asyncq needs from Redis, for a cluster or a single server.
+
+    Use it as an async context manager (``async with connector:``) or call
+    ``connect()`` and ``aclose()``. Every operation is retried with backoff on
+    connection errors, failover and slot migration until ``retry_deadline``
+    seconds pass, then raises ``ConnectionFailedError`` naming the address.
+    """
+
+    is_cluster: bool = False
+
+    def __init__(self, *, retry_deadline: float, max_in_flight: int) -> None:
+        if retry_deadline <= 0:
+            raise InvalidOptionError("retry_deadline must be a positive number of seconds")
+        if max_in_flight < 1:
+            raise InvalidOptionError("max_in_flight must be at least 1")
+        self.retry_deadline = retry_deadline
+        self.max_in_flight = max_in_flight
+        self._client: RedisClient | None = None
+        # redis-py's pools raise at once when exhausted instead of waiting, so
+        # commands in flight are bounded here, below the pool size.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._users = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """The address(es) this connector talks to, for messages and logs."""
+
+    @abstractmethod
+    def _make_client(self) -> RedisClient:
+        """Build the redis-py client (not yet connected)."""
+
+    @abstractmethod
+    async def _handshake(self, client: RedisClient) -> None:
+        """First contact: fails with a redis-py error when Redis cannot be reached."""
+
+    async def connect(self) -> None:
+        """Open the client and make first contact, retrying until ``retry_deadline``.
+
+        Several users (a client and a server in one app) may share a connector:
+        it connects on the first ``connect`` and closes on the last ``aclose``.
+        """
+        self._users += 1
+        if self._client is not None:
+            return
+        client = self._make_client()
+        try:
+            await call_with_retry(
+                lambda: self._handshake(client), deadline=self.retry_deadline, address=self.address
+            )
+        except BaseException:
+            self._users -= 1
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def aclose(self) -> None:
+        """Close the client once its last user is done with it."""
+        self._users = max(self._users - 1, 0)
+        if self._users == 0 and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> Connector:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def client(self) -> RedisClient:
+        """The redis-py client; raises if the connector is not connected."""
+        if self._client is None:
+            raise RuntimeError(
+                "the connector is not connected; use 'async with connector:' or await connect()"
+            )
+        return self._client
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def call(self, op: Callable[[RedisClient], Awaitable[T]]) -> T:
+        """Run ``op(client)`` with retry, backoff and a bounded number of calls in flight."""
+        client = self.client
+
+        async def attempt() -> T:
+            async with self._in_flight:
+                return await op(client)
+
+        return await call_with_retry(attempt, deadline=self.retry_deadline, address=self.address)
+
+    async def execute(self, *args: EncodableT) -> Any:
+        """Run one Redis command (routed by its key on a cluster) with retry."""
+        return await self.call(lambda c: c.execute_command(*args))
+
+    async def run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT]
+    ) -> Any:
+        """Run a Lua script by SHA, loading it where the server does not know it yet.
+
+        A promoted replica or a restarted server has an empty script cache, so
+        NOSCRIPT is expected after a failover; the script is then loaded and run again.
+        """
+
+        async def op(client: RedisClient) -> Any:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except rx.NoScriptError:
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+        return await self.call(op)
+
+
+class RedisConnector(Connector):
+    """A connector for one Redis server (development, tests, or a non-cluster deployment).
+
+    Give either ``url`` (``redis://[user:pass@]host:port/db`` or ``rediss://`` for TLS)
+    or ``host``/``port``/``db``. Everything else matches ``RedisClusterConnector``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        tls_ca_certs: str | None = None,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+        retry_deadline: float = 5.0,
+        max_connections: int = 256,
+    ) -> None:
+        super().__init__(retry_deadline=retry_deadline, max_in_flight=max_connections)
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss"):
+                raise InvalidOptionError(f"Redis URL {url!r} must start with redis:// or rediss://")
+            host = parts.hostname or host
+            port = parts.port or port
+        self._url = url
+        self._host, self._port = host, port
+        self._options: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": socket_timeout,
+            "max_connections": max_connections,
+            "protocol": 2,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        if url is None:
+            self._options.update(host=host, port=port, db=db)
+            if tls:
+                self._options.update(ssl=True, ssl_ca_certs=tls_ca_certs)
+        elif tls_ca_certs is not None:
+            self._options.update(ssl_ca_certs=tls_ca_certs)
+
+    @property
+    def address(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    def _make_client(self) -> RedisClient:
+        options = {k: v for k, v in self._options.items() if v is not None}
+        if self._url is not None:
+            return Redis.from_url(self._url, **options)
+        return Redis(**options)
+
+    async def _handshake(self, client: RedisClient) -> None:
+        await client.ping()
+
+
+class RedisClusterConnector(Connector):
+    """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings.
+
+    Every queue lives in one slot, so each queue operation goes to the master
+    that owns the queue's slot; the connector follows failovers and slot moves.
+    ``retry_deadline`` should exceed the cluster's ``cluster-node-timeout`` plus a
+    few seconds, so a failover is one slow call rather than an error.
+    """
+
+    is_cluster = True
+
+    def __init__(
+        self,
+        nodes: Sequence[str] | str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        tls_ca_certs: str | None = None,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+        retry_deadline: float = 20.0,
+        max_connections_per_node: int = 256,
+    ) -> None:
+        super().__init__(retry_deadline=retry_deadline, max_in_flight=max_connections_per_node)
+        if isinstance(nodes, str):
+            nodes = [n for n in nodes.split(",") if n.strip()]
+        if not nodes:
+            raise InvalidOptionError(
+                "RedisClusterConnector needs at least one seed node, e.g. ['127.0.0.1:7000']"
+            )
+        self._seeds = [parse_address(n) for n in nodes]
+        self._options: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": socket_timeout,
+            "max_connections": max_connections_per_node,
+            "protocol": 2,
+            # The count is all the async cluster client uses; the backoff is ours.
+            "retry": Retry(NoBackoff(), 2),
+            "require_full_coverage": True,
+        }
+        if tls:
+            self._options.update(ssl=True, ssl_ca_certs=tls_ca_certs)
+
+    @property
+    def address(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self._seeds)
+
+    def _make_client(self) -> RedisClient:
+        options = {k: v for k, v in self._options.items() if v is not None}
+        startup = [ClusterNode(host, port) for host, port in self._seeds]
+        return RedisCluster(startup_nodes=startup, **options)
+
+    async def _handshake(self, client: RedisClient) -> None:
+        # Initialise eagerly: concurrent first calls on a lazy client race (redis-py #3935).
+        await client.initialize()

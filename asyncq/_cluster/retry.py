@@ -1,0 +1,77 @@
+"""Retry with backoff and a deadline around Redis calls.
+
+redis-py's async cluster client retries connection errors without waiting and
+gives up long before a replica is promoted (``cluster-node-timeout`` plus a few
+seconds), and it does not retry TRYAGAIN during slot migration at all. This
+wrapper turns a failover or a migration into one slow call instead of errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis import exceptions as rx
+
+from asyncq.errors import ConnectionFailedError
+
+__all__ = ["RETRYABLE_ERRORS", "call_with_retry", "is_retryable"]
+
+T = TypeVar("T")
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # also BusyLoadingError and MaxConnectionsError
+    rx.TimeoutError,
+    rx.ClusterError,  # also ClusterDownError, MasterDownError, "TTL exhausted"
+    rx.TryAgainError,  # a multi-key script during slot migration
+    rx.SlotNotCoveredError,  # a slot without a master during failover
+    OSError,
+)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether ``error`` is a passing fault of the link or the cluster, worth another try."""
+    if isinstance(error, RETRYABLE_ERRORS):
+        return True
+    if isinstance(error, rx.ResponseError):
+        # A replica promoted mid-call answers READONLY; a loading node answers LOADING.
+        text = str(error)
+        return text.startswith(("READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"))
+    if isinstance(error, rx.RedisClusterException):
+        # Raised while no seed answers during (re)initialisation; programming errors
+        # such as keys in different slots are also RedisClusterException but say so.
+        return "cannot be connected" in str(error) or "initialize" in str(error).lower()
+    return False
+
+
+async def call_with_retry(
+    op: Callable[[], Awaitable[T]],
+    *,
+    deadline: float,
+    address: str,
+    base_delay: float = 0.02,
+    max_delay: float = 0.5,
+) -> T:
+    """Run ``op`` until it succeeds, retrying passing faults until ``deadline`` seconds pass.
+
+    Raises ``ConnectionFailedError`` naming ``address`` once the deadline is spent;
+    any other error (a script error, a wrong type) propagates at once.
+    """
+    started = time.monotonic()
+    delay = base_delay
+    while True:
+        try:
+            return await op()
+        except Exception as error:
+            if not is_retryable(error):
+                raise
+            waited = time.monotonic() - started
+            if waited >= deadline:
+                raise ConnectionFailedError(address, waited, error) from error
+            # Jitter so that many workers retrying at once do not hit the new master together.
+            pause = min(delay * (0.5 + random.random()), deadline - waited)
+            await asyncio.sleep(max(pause, 0.0))
+            delay = min(delay * 2, max_delay)

@@ -1,0 +1,161 @@
+"""Enqueue options: checked and turned into stored values before anything is written.
+
+Defaults and meanings are asynq's (``client.go``): queue ``default``, 25 retries,
+a 30-minute timeout when neither timeout nor deadline is given, and so on. Every
+check raises ``InvalidOptionError`` with what to do instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypedDict
+
+from asyncq._broker.keys import validate_queue_name
+from asyncq.errors import InvalidOptionError
+
+__all__ = ["DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "EnqueueOptions", "ResolvedOptions", "resolve"]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_RETRY = 25
+DEFAULT_TIMEOUT = 1800  # seconds; asynq's default when neither timeout nor deadline is set
+
+Duration = timedelta | int | float
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """The keyword options of ``Client.enqueue``; durations are ``timedelta`` or seconds."""
+
+    queue: str
+    max_retry: int
+    timeout: Duration
+    deadline: datetime
+    unique: Duration
+    process_at: datetime
+    process_in: Duration
+    task_id: str
+    retention: Duration
+    group: str
+
+
+_OPTION_NAMES = tuple(EnqueueOptions.__annotations__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedOptions:
+    """Options after checking, in the units asynq stores (whole seconds)."""
+
+    queue: str
+    task_id: str
+    generated_id: bool
+    max_retry: int
+    timeout: int
+    deadline: int
+    unique_ttl: int
+    process_at: float | None
+    retention: int
+    group: str
+
+
+def _seconds(name: str, value: object, *, minimum: float) -> float:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidOptionError(
+            f"{name} must be a timedelta or a number of seconds, got {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < minimum:
+        raise InvalidOptionError(f"{name} must be at least {minimum:g} second(s), got {seconds:g}")
+    return seconds
+
+
+def _aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidOptionError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidOptionError(
+            f"{name} is a naive datetime; give it a timezone, e.g. datetime.now(timezone.utc) "
+            "or dt.replace(tzinfo=timezone.utc), so it cannot be misread"
+        )
+    return value
+
+
+def _name(label: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOptionError(f"{label} must be a non-blank str, got {value!r}")
+    return value
+
+
+def check_names(options: Mapping[str, object]) -> None:
+    """Refuse option names ``enqueue`` does not know, suggesting the closest one."""
+    for key in options:
+        if key not in _OPTION_NAMES:
+            close = difflib.get_close_matches(key, _OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidOptionError(
+                f"unknown enqueue option {key!r}{hint} (known: {', '.join(_OPTION_NAMES)})"
+            )
+
+
+def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
+    """Check ``options`` and compute the stored values, with ``now`` in Unix seconds."""
+    check_names(options)
+    queue = validate_queue_name(options.get("queue", DEFAULT_QUEUE))
+
+    max_retry = options.get("max_retry", DEFAULT_MAX_RETRY)
+    if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
+        raise InvalidOptionError(f"max_retry must be a whole number >= 0, got {max_retry!r}")
+
+    if "process_at" in options and "process_in" in options:
+        raise InvalidOptionError("give process_at or process_in, not both")
+    process_at: float | None = None
+    if "process_at" in options:
+        process_at = _aware("process_at", options["process_at"]).timestamp()
+    elif "process_in" in options:
+        process_at = now + _seconds("process_in", options["process_in"], minimum=0)
+
+    timeout = 0
+    if "timeout" in options:
+        # Stored in whole seconds: a shorter timeout would be stored as "none".
+        timeout = int(_seconds("timeout", options["timeout"], minimum=1))
+    deadline = 0
+    if "deadline" in options:
+        deadline = int(_aware("deadline", options["deadline"]).timestamp())
+        if deadline <= 0:
+            raise InvalidOptionError("deadline must be after 1970-01-01")
+    if not timeout and not deadline:
+        timeout = DEFAULT_TIMEOUT
+
+    unique_ttl = 0
+    if "unique" in options:
+        unique = _seconds("unique", options["unique"], minimum=1)
+        # asynq: a scheduled unique task holds its lock until process time + TTL.
+        start = process_at if process_at is not None and process_at > now else now
+        unique_ttl = max(int(start + unique - now), 1)
+
+    retention = int(_seconds("retention", options.get("retention", 0), minimum=0))
+    group = _name("group", options["group"]) if "group" in options else ""
+
+    if "task_id" in options:
+        task_id, generated = _name("task_id", options["task_id"]), False
+    else:
+        task_id, generated = str(uuid.uuid4()), True
+
+    return ResolvedOptions(
+        queue=queue,
+        task_id=task_id,
+        generated_id=generated,
+        max_retry=max_retry,
+        timeout=timeout,
+        deadline=deadline,
+        unique_ttl=unique_ttl,
+        process_at=process_at,
+        retention=retention,
+        group=group,
+    )

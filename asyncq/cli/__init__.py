@@ -1,0 +1,7 @@
+"""The ``asyncq`` command line."""
+
+from __future__ import annotations
+
+from asyncq.cli.main import main
+
+__all__ = ["main"]

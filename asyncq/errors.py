@@ -1,0 +1,66 @@
+"""Errors raised by asyncq. Every one derives from ``AsyncqError`` and says what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsyncqError",
+    "ConnectionFailedError",
+    "DuplicateTaskError",
+    "InvalidOptionError",
+    "InvalidQueueNameError",
+    "TaskDecodeError",
+    "TaskIdConflictError",
+]
+
+
+class AsyncqError(Exception):
+    """Base class of every error asyncq raises on purpose."""
+
+
+class InvalidOptionError(AsyncqError, ValueError):
+    """An enqueue or server option has a wrong value or name; nothing was written."""
+
+
+class InvalidQueueNameError(InvalidOptionError):
+    """A queue name is blank or contains a brace; nothing was written."""
+
+
+class DuplicateTaskError(AsyncqError):
+    """A unique task with the same type and payload is already queued (asynq's ErrDuplicateTask)."""
+
+    def __init__(self, queue: str, unique_key: str) -> None:
+        super().__init__(
+            f"a task with the same type and payload is already queued in {queue!r} "
+            f"(unique lock {unique_key!r}); retry after the lock's TTL or drop unique="
+        )
+        self.queue = queue
+        self.unique_key = unique_key
+
+
+class TaskIdConflictError(AsyncqError):
+    """The task id is already used in the queue, in any state (asynq's ErrTaskIDConflict)."""
+
+    def __init__(self, queue: str, task_id: str) -> None:
+        super().__init__(
+            f"task id {task_id!r} is already used in queue {queue!r} (in any state, including "
+            "archived or completed); choose another task_id or delete the old task"
+        )
+        self.queue = queue
+        self.task_id = task_id
+
+
+class ConnectionFailedError(AsyncqError, ConnectionError):
+    """Redis could not be reached, or kept failing, until the connector's deadline passed."""
+
+    def __init__(self, address: str, waited: float, cause: BaseException | None = None) -> None:
+        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        super().__init__(
+            f"could not reach Redis at {address} within {waited:.1f}s{detail}; "
+            "check that the server runs and the address is right"
+        )
+        self.address = address
+        self.waited = waited
+
+
+class TaskDecodeError(AsyncqError):
+    """Stored task data could not be decoded (corrupt or not written by asynq/asyncq)."""

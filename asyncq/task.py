@@ -1,0 +1,141 @@
+"""Tasks: what a client enqueues (``Task``) and what it learns back (``TaskInfo``)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+__all__ = ["Task", "TaskInfo", "TaskState"]
+
+
+class TaskState(enum.StrEnum):
+    """The ``state`` field of a task hash; the strings are asynq's."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    SCHEDULED = "scheduled"
+    RETRY = "retry"
+    ARCHIVED = "archived"
+    COMPLETED = "completed"
+    AGGREGATING = "aggregating"
+
+
+def encode_payload(task_type: str, payload: object) -> bytes | None:
+    """Turn a payload into the bytes stored on the wire.
+
+    ``bytes``-like values are stored as they are, ``None`` means no payload, and
+    anything else is encoded as JSON with orjson. Nothing is ever pickled.
+    """
+    if payload is None:
+        return None
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    try:
+        return orjson.dumps(payload)
+    except TypeError as error:
+        raise TypeError(
+            f"payload of task {task_type!r} is not JSON-serialisable ({error}); "
+            "pass bytes, or JSON values (dict, list, str, int, float, bool, None)"
+        ) from None
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a mapping of str to str, got {type(headers).__name__}")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"headers must map str to str; got {type(key).__name__} -> {type(value).__name__}"
+            )
+    return dict(headers)
+
+
+class Task:
+    """A unit of work: a type name that selects the handler, a payload and optional headers.
+
+    ``Task("email:send", {"to": 123})`` encodes the payload as JSON at once, so a
+    payload that cannot be serialised fails here, before anything is written.
+    """
+
+    __slots__ = ("_payload", "headers", "type")
+
+    def __init__(
+        self, type: str, payload: object = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if not isinstance(type, str) or not type.strip():
+            raise ValueError(f"task type must be a non-blank str, got {type!r}")
+        self.type = type
+        self._payload = encode_payload(type, payload)
+        self.headers = _check_headers(headers)
+
+    @classmethod
+    def from_bytes(
+        cls, type: str, payload: bytes | None, headers: Mapping[str, str] | None = None
+    ) -> Task:
+        """A task from already encoded payload bytes (as read from Redis)."""
+        task = cls(type, None, headers)
+        task._payload = payload
+        return task
+
+    @property
+    def payload(self) -> bytes:
+        """The payload bytes as stored (empty when there is none)."""
+        return self._payload or b""
+
+    @property
+    def raw_payload(self) -> bytes | None:
+        """The payload bytes, or ``None`` for a task created without one (asynq's nil payload)."""
+        return self._payload
+
+    def json(self) -> Any:
+        """Decode the payload as JSON (``None`` when there is no payload)."""
+        if not self._payload:
+            return None
+        return orjson.loads(self._payload)
+
+    def __repr__(self) -> str:
+        return f"Task({self.type!r}, payload={self.payload[:60]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Task):
+            return NotImplemented
+        return (self.type, self.payload, self.headers) == (other.type, other.payload, other.headers)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable headers: not hashable
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What asyncq knows of a stored task: returned by ``Client.enqueue`` and the Inspector."""
+
+    id: str
+    queue: str
+    type: str
+    payload: bytes
+    state: TaskState
+    max_retry: int
+    retried: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    last_error: str = ""
+    last_failed_at: datetime | None = None
+    timeout: timedelta | None = None
+    deadline: datetime | None = None
+    group: str = ""
+    next_process_at: datetime | None = None
+    retention: timedelta = timedelta(0)
+    completed_at: datetime | None = None
+    result: bytes | None = None
+    is_orphaned: bool = False
+
+    def json(self) -> Any:
+        """Decode the payload as JSON (``None`` when empty)."""
+        return orjson.loads(self.payload) if self.payload else None

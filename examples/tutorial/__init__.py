@@ -1,0 +1,1 @@
+"""asynq's Redis Cluster tutorial, in Python: a client and a worker for three queues."""

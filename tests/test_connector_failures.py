@@ -1,0 +1,124 @@
+"""Unreachable Redis gives a clear error after a bounded retry; a failover loses no acked task."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from asyncq import (
+    Client,
+    ConnectionFailedError,
+    InvalidOptionError,
+    RedisClusterConnector,
+    RedisConnector,
+    Task,
+)
+from asyncq._cluster.slots import queue_slot
+from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
+from asyncq.testing.servers import free_port
+
+
+async def test_unreachable_server_fails_fast_naming_the_address() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{port}") as caught:
+        async with RedisConnector(port=port, retry_deadline=0.5):
+            pass
+    assert caught.value.address == f"127.0.0.1:{port}"
+    # Bounded: the deadline plus one connect attempt, never a hang.
+    assert time.monotonic() - started < 0.5 + 2.0 + 1.0
+
+
+async def test_unreachable_cluster_fails_naming_the_seeds() -> None:
+    seeds = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    with pytest.raises(ConnectionFailedError, match=seeds[0]):
+        async with RedisClusterConnector(seeds, retry_deadline=0.5):
+            pass
+
+
+def test_bad_connector_arguments_are_refused() -> None:
+    with pytest.raises(InvalidOptionError, match="host:port"):
+        RedisClusterConnector(["localhost"])
+    with pytest.raises(InvalidOptionError, match="at least one seed"):
+        RedisClusterConnector([])
+    with pytest.raises(InvalidOptionError, match="redis://"):
+        RedisConnector("http://localhost:6379")
+
+
+def test_connector_must_be_connected_before_use() -> None:
+    with pytest.raises(RuntimeError, match="not connected"):
+        _ = RedisConnector().client
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServerProcess]:
+    server = RedisServerProcess().start()
+    yield server
+    server.stop()
+
+
+async def test_stopping_redis_gives_the_documented_error(
+    own_server: RedisServerProcess, queue_name: str
+) -> None:
+    async with (
+        RedisConnector(own_server.url, retry_deadline=1.0) as connector,
+        Client(connector) as client,
+    ):
+        await client.enqueue(Task("before"), queue=queue_name)
+        own_server.stop()
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailedError, match=own_server.address):
+            await client.enqueue(Task("after"), queue=queue_name)
+        assert time.monotonic() - started < 1.0 + 2.0 + 1.0
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster(node_timeout_ms=1000).start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_master_killed_while_enqueueing_loses_no_acknowledged_task(
+    own_cluster: LocalRedisCluster,
+) -> None:
+    queue = "failover"
+    slot = queue_slot(queue)
+    acked: list[str] = []
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def writer(client: Client) -> None:
+        while not stop.is_set():
+            try:
+                info = await client.enqueue(Task("job", {"n": len(acked)}), queue=queue)
+            except ConnectionFailedError as error:  # the only error allowed, after its deadline
+                errors.append(error)
+            else:
+                acked.append(info.id)
+
+    async with (
+        RedisClusterConnector(own_cluster.seeds, retry_deadline=15.0) as connector,
+        Client(connector) as client,
+    ):
+        writers = [asyncio.create_task(writer(client)) for _ in range(8)]
+        await eventually(lambda: len(acked) >= 300, within=20)
+        old_master = own_cluster.kill_master_of_slot(slot)
+        killed_at = len(acked)
+        new_master = await asyncio.to_thread(
+            own_cluster.wait_for_failover, slot, old_master.address, 30.0
+        )
+        await eventually(lambda: len(acked) >= killed_at + 300, within=30)
+        stop.set()
+        await asyncio.gather(*writers)
+
+        stored = await connector.client.lrange(f"asynq:{{{queue}}}:pending", 0, -1)
+    stored_ids = [s.decode() for s in stored]
+    assert new_master != old_master.address
+    assert errors == [], "with a deadline longer than the failover, no call should fail"
+    assert len(stored_ids) == len(set(stored_ids)), "a task was stored twice"
+    missing = set(acked) - set(stored_ids)
+    assert not missing, f"{len(missing)} acknowledged tasks were lost"

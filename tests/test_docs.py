@@ -1,0 +1,45 @@
+"""The examples in docs/ run: each ```python block of a page is executed against real Redis."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from asyncq.testing.plugin import StandaloneTarget
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+# Pages whose blocks form a complete program (they call asyncio.run themselves).
+RUNNABLE_PAGES = ["quickstart.md"]
+
+
+def python_blocks(page: str) -> list[str]:
+    return BLOCK.findall((DOCS / page).read_text())
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_page_examples_run(
+    page: str, redis_server: StandaloneTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    blocks = python_blocks(page)
+    assert blocks, f"{page} has no python example"
+    for block in blocks:
+        exec(compile(block, f"docs/{page}", "exec"), {"__name__": "__docs__"})
+
+
+def test_testing_page_example_is_a_working_test(tmp_path: Path) -> None:
+    """The testing page's example is a real test: run it in a nested pytest session."""
+    (block,) = python_blocks("testing.md")
+    test_file = tmp_path / "test_from_docs.py"
+    test_file.write_text(block)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    result = pytest.main(
+        ["-q", "-p", "no:cacheprovider", str(test_file), "--rootdir", str(tmp_path)]
+    )
+    assert result == pytest.ExitCode.OK

@@ -1,0 +1,80 @@
+"""Enqueue options are checked before anything is written, with messages that say what to do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from asyncq._options import DEFAULT_TIMEOUT, resolve
+from asyncq.errors import InvalidOptionError, InvalidQueueNameError
+from asyncq.task import Task
+
+NOW = 1_800_000_000.0
+
+
+def test_defaults_are_asynqs() -> None:
+    opts = resolve({}, NOW)
+    assert (opts.queue, opts.max_retry, opts.timeout, opts.deadline) == ("default", 25, 1800, 0)
+    assert opts.generated_id and len(opts.task_id) == 36
+    assert opts.process_at is None and opts.unique_ttl == 0 and opts.retention == 0
+
+
+def test_deadline_alone_drops_the_default_timeout() -> None:
+    opts = resolve({"deadline": datetime(2030, 1, 1, tzinfo=UTC)}, NOW)
+    assert (opts.timeout, opts.deadline) == (0, 1893456000)
+    assert resolve({"timeout": 90}, NOW).timeout == 90 != DEFAULT_TIMEOUT
+
+
+def test_scheduled_unique_lock_lasts_until_process_time_plus_ttl() -> None:
+    opts = resolve({"process_in": timedelta(hours=1), "unique": timedelta(minutes=10)}, NOW)
+    assert opts.process_at == NOW + 3600
+    assert opts.unique_ttl == 3600 + 600
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queue": ""}, "must not be blank"),
+        ({"queue": "   "}, "must not be blank"),
+        ({"queue": "a{b}"}, "contains '{' or '}'"),
+        ({"queue": 5}, "must be a str"),
+        ({"max_retry": -1}, "max_retry must be a whole number >= 0"),
+        ({"max_retry": 2.5}, "max_retry must be a whole number"),
+        ({"process_at": datetime(2030, 1, 1, tzinfo=UTC), "process_in": 5}, "not both"),
+        ({"process_at": datetime(2030, 1, 1)}, "naive datetime"),
+        ({"deadline": datetime(2030, 1, 1)}, "naive datetime"),
+        ({"timeout": 0.5}, "timeout must be at least 1 second"),
+        ({"timeout": "10s"}, "timeout must be a timedelta or a number"),
+        ({"unique": timedelta(milliseconds=10)}, "unique must be at least 1 second"),
+        ({"retention": -5}, "retention must be at least 0"),
+        ({"task_id": ""}, "task_id must be a non-blank str"),
+        ({"group": " "}, "group must be a non-blank str"),
+        ({"queues": "x"}, "unknown enqueue option 'queues'; did you mean 'queue'"),
+        ({"retries": 3}, "unknown enqueue option 'retries'"),
+    ],
+)
+def test_bad_options_are_refused_with_a_hint(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidOptionError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        resolve(options, NOW)
+
+
+def test_queue_name_errors_are_their_own_type() -> None:
+    with pytest.raises(InvalidQueueNameError):
+        resolve({"queue": "{x}"}, NOW)
+
+
+def test_payload_that_cannot_be_serialised_names_the_type() -> None:
+    with pytest.raises(TypeError, match=r"not JSON-serialisable.*set"):
+        Task("t", {"ids": {1, 2}})
+
+
+def test_payload_shapes() -> None:
+    assert Task("t", b"raw").payload == b"raw"
+    assert Task("t", bytearray(b"ab")).payload == b"ab"
+    assert Task("t", {"a": [1, 2]}).json() == {"a": [1, 2]}
+    assert Task("t").raw_payload is None and Task("t").payload == b""
+    with pytest.raises(ValueError, match="non-blank"):
+        Task("  ")
+    with pytest.raises(TypeError, match="headers must map str to str"):
+        Task("t", headers={"a": 1})  # type: ignore[dict-item]
