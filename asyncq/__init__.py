@@ -12,11 +12,18 @@ from asyncq.errors import (
     AsyncqError,
     ConnectionFailedError,
     DuplicateTaskError,
+    HandlerNotFoundError,
     InvalidOptionError,
     InvalidQueueNameError,
+    LeaseExpiredError,
+    RevokeTask,
+    SkipRetry,
+    TaskDeadlineExceededError,
     TaskDecodeError,
     TaskIdConflictError,
 )
+from asyncq.servemux import Handler, Middleware, ServeMux
+from asyncq.server import Server
 from asyncq.task import Task, TaskInfo, TaskState
 
 __version__ = "0.1.0"
@@ -27,11 +34,20 @@ __all__ = [
     "ConnectionFailedError",
     "Connector",
     "DuplicateTaskError",
+    "Handler",
+    "HandlerNotFoundError",
     "InvalidOptionError",
     "InvalidQueueNameError",
+    "LeaseExpiredError",
+    "Middleware",
     "RedisClusterConnector",
     "RedisConnector",
+    "RevokeTask",
+    "ServeMux",
+    "Server",
+    "SkipRetry",
     "Task",
+    "TaskDeadlineExceededError",
     "TaskDecodeError",
     "TaskIdConflictError",
     "TaskInfo",

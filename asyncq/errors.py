@@ -6,8 +6,13 @@ __all__ = [
     "AsyncqError",
     "ConnectionFailedError",
     "DuplicateTaskError",
+    "HandlerNotFoundError",
     "InvalidOptionError",
     "InvalidQueueNameError",
+    "LeaseExpiredError",
+    "RevokeTask",
+    "SkipRetry",
+    "TaskDeadlineExceededError",
     "TaskDecodeError",
     "TaskIdConflictError",
 ]
@@ -64,3 +69,23 @@ class ConnectionFailedError(AsyncqError, ConnectionError):
 
 class TaskDecodeError(AsyncqError):
     """Stored task data could not be decoded (corrupt or not written by asynq/asyncq)."""
+
+
+class SkipRetry(AsyncqError):
+    """Raise from a handler to archive the task at once, without further retries."""
+
+
+class RevokeTask(AsyncqError):
+    """Raise from a handler to drop the task: not retried, not archived (counted as processed)."""
+
+
+class HandlerNotFoundError(AsyncqError):
+    """No handler is registered for a task's type; the task fails and is retried as usual."""
+
+
+class LeaseExpiredError(AsyncqError):
+    """A task's lease ran out (its worker died or lost Redis); the recoverer took the task back."""
+
+
+class TaskDeadlineExceededError(AsyncqError, TimeoutError):
+    """A handler ran past the task's timeout or deadline and was cancelled."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,14 +59,32 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return dict(headers)
 
 
+ResultWriter = Callable[[bytes], Awaitable[None]]
+
+
 class Task:
     """A unit of work: a type name that selects the handler, a payload and optional headers.
 
     ``Task("email:send", {"to": 123})`` encodes the payload as JSON at once, so a
     payload that cannot be serialised fails here, before anything is written.
+
+    Inside a handler the task also tells where it stands: ``id``, ``queue``,
+    ``retried`` (retries so far), ``max_retry``, ``deadline`` (when the worker
+    cancels it), and ``write_result`` stores a result beside it. On a task you
+    built yourself these are empty (``""``, ``0``, ``None``).
     """
 
-    __slots__ = ("_payload", "headers", "type")
+    __slots__ = (
+        "_payload",
+        "_result_writer",
+        "deadline",
+        "headers",
+        "id",
+        "max_retry",
+        "queue",
+        "retried",
+        "type",
+    )
 
     def __init__(
         self, type: str, payload: object = None, headers: Mapping[str, str] | None = None
@@ -76,6 +94,12 @@ class Task:
         self.type = type
         self._payload = encode_payload(type, payload)
         self.headers = _check_headers(headers)
+        self.id = ""
+        self.queue = ""
+        self.retried = 0
+        self.max_retry = 0
+        self.deadline: datetime | None = None
+        self._result_writer: ResultWriter | None = None
 
     @classmethod
     def from_bytes(
@@ -102,8 +126,20 @@ class Task:
             return None
         return orjson.loads(self._payload)
 
+    async def write_result(self, result: object) -> None:
+        """Store ``result`` (bytes, or a JSON value) in the task's ``result`` field.
+
+        Only possible inside a handler. The result outlives the task only when it
+        was enqueued with ``retention``; otherwise it goes when the task succeeds.
+        """
+        if self._result_writer is None:
+            raise RuntimeError("write_result() works only on a task given to a running handler")
+        data = encode_payload(self.type, result)
+        await self._result_writer(data or b"")
+
     def __repr__(self) -> str:
-        return f"Task({self.type!r}, payload={self.payload[:60]!r})"
+        ident = f", id={self.id!r}" if self.id else ""
+        return f"Task({self.type!r}, payload={self.payload[:60]!r}{ident})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Task):

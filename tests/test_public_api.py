@@ -10,11 +10,20 @@ EXPECTED = {
     "ConnectionFailedError",
     "Connector",
     "DuplicateTaskError",
+    "Handler",
+    "HandlerNotFoundError",
     "InvalidOptionError",
     "InvalidQueueNameError",
+    "LeaseExpiredError",
+    "Middleware",
     "RedisClusterConnector",
     "RedisConnector",
+    "RevokeTask",
+    "ServeMux",
+    "Server",
+    "SkipRetry",
     "Task",
+    "TaskDeadlineExceededError",
     "TaskDecodeError",
     "TaskIdConflictError",
     "TaskInfo",
@@ -36,7 +45,7 @@ def test_every_public_name_resolves() -> None:
 def test_errors_share_one_base() -> None:
     for name in asyncq.__all__:
         obj = getattr(asyncq, name)
-        if isinstance(obj, type) and name.endswith("Error"):
+        if isinstance(obj, type) and (name.endswith("Error") or name in ("SkipRetry", "RevokeTask")):
             assert issubclass(obj, asyncq.AsyncqError)
 
 

@@ -1,9 +1,9 @@
-"""Every Lua script touches keys of one queue only: the same-slot rule, proved statically.
+"""Every Lua script touches keys of one slot only: the same-slot rule, proved statically.
 
 Each script declares its KEYS and any key it builds from ARGV in its header. This
-test checks that every declared key carries the `{q}` tag, that the body touches
-no key other than KEYS[n] or a declared derived key, and that the header lists
-every KEYS and ARGV index the body uses.
+test checks that every declared key carries the same hash tag (`{q}` for queue
+scripts), that the body touches no key other than KEYS[n] or a declared derived
+key, and that the header lists every KEYS and ARGV index the body uses.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from asyncq._broker.scripts import load_script, script_names
 
-QUEUE_KEY = re.compile(r"^asynq:\{q\}:\S+")
+TAGGED_KEY = re.compile(r"^asynq:[a-z_:]*(\{[^}]+\})\S*")
 CALL = re.compile(r"redis\.call\(\s*\"(\w+)\"\s*,\s*([^,)]+)")
 # Commands whose first argument is not a key.
 KEYLESS = {"PUBLISH", "TIME"}
@@ -25,16 +25,19 @@ def test_there_are_scripts() -> None:
 
 
 @pytest.mark.parametrize("name", script_names())
-def test_declared_keys_carry_the_queue_tag(name: str) -> None:
+def test_declared_keys_share_one_hash_tag(name: str) -> None:
     header = load_script(name).header
     assert header.keys, f"{name}.lua declares no KEYS"
     assert header.returns, f"{name}.lua does not say what it returns"
-    for index, text in header.keys.items():
-        assert QUEUE_KEY.match(text), f"{name}.lua KEYS[{index}] = {text!r} is not a queue key"
-    for text in header.derived:
-        # "ARGV[2] .. id -> asynq:{q}:t:<id>": the built key must carry the tag too.
-        built = text.split("->")[-1].strip()
-        assert QUEUE_KEY.match(built), f"{name}.lua derives {built!r}, not a queue key"
+    # "ARGV[2] .. id -> asynq:{q}:t:<id>": a built key must carry the tag too.
+    declared = [text.split()[0] for text in header.keys.values()]
+    declared += [text.split("->")[-1].strip() for text in header.derived]
+    tags = set()
+    for key in declared:
+        match = TAGGED_KEY.match(key)
+        assert match, f"{name}.lua touches {key!r}, which has no hash tag"
+        tags.add(match.group(1))
+    assert len(tags) == 1, f"{name}.lua touches keys of several tags: {sorted(tags)}"
 
 
 @pytest.mark.parametrize("name", script_names())
@@ -51,6 +54,8 @@ def test_body_uses_only_declared_keys(name: str) -> None:
         if key_ref:
             assert int(key_ref.group(1)) in header.keys, f"{name}.lua uses undeclared {arg}"
             continue
+        if re.fullmatch(r"KEYS\[[a-z]\w*\]", arg):
+            continue  # a loop over declared KEYS, which all share the tag
         # Any other key expression must be built from a declared derived-key prefix.
         assert any(src in arg or arg in _locals_built_from(body, src) for src in derived_sources), (
             f"{name}.lua calls {command} on {arg!r}, which is neither KEYS[n] nor a declared "

@@ -7,6 +7,7 @@ a state a Go peer could have produced. Components use the broker, never raw Redi
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
 from asyncq._broker.scripts import load_script
@@ -23,6 +24,19 @@ DUPLICATE = -1
 # it forever, so a queue removed by another process stays invisible to the CLI until
 # the client restarts; a short lifetime re-adds it at the cost of one SADD a minute.
 QUEUE_REGISTRATION_TTL = 60.0
+
+MAX_INT64 = 9223372036854775807
+STATS_TTL = 90 * 24 * 3600  # daily counters expire after 90 days, as asynq's do
+ARCHIVE_MAX_AGE = 90 * 24 * 3600
+ARCHIVE_MAX_SIZE = 10_000
+FORWARD_BATCH = 100
+
+Arg = str | bytes | int | float
+
+
+def utc_date(unix_seconds: float) -> str:
+    """The UTC day of a time, as the daily counters name it (``YYYY-MM-DD``)."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d")
 
 
 class Broker:
@@ -56,7 +70,7 @@ class Broker:
         Returns ENQUEUED, ID_CONFLICT or DUPLICATE, as every enqueue-family verb does.
         """
         script_keys = [keys.task(task_id), keys.pending]
-        args: list[str | bytes | int] = [msg, task_id, now_ns]
+        args: list[Arg] = [msg, task_id, now_ns]
         if unique_key:
             script_keys.append(unique_key)
             args.append(ttl)
@@ -74,7 +88,7 @@ class Broker:
     ) -> int:
         """asynq's Schedule / ScheduleUnique: a new task due at ``process_at`` (Unix s)."""
         script_keys = [keys.task(task_id), keys.scheduled]
-        args: list[str | bytes | int] = [msg, process_at, task_id, group]
+        args: list[Arg] = [msg, process_at, task_id, group]
         if unique_key:
             script_keys.append(unique_key)
             args.append(ttl)
@@ -92,8 +106,183 @@ class Broker:
     ) -> int:
         """asynq's AddToGroup / AddToGroupUnique: a new task waiting for aggregation."""
         script_keys = [keys.task(task_id), keys.group(group), keys.groups]
-        args: list[str | bytes | int] = [msg, task_id, now, group]
+        args: list[Arg] = [msg, task_id, now, group]
         if unique_key:
             script_keys.append(unique_key)
             args.append(ttl)
         return int(await self.connector.run_script(load_script("add_to_group"), script_keys, args))
+
+    # -- the worker's verbs ------------------------------------------------------------------
+
+    async def dequeue(
+        self, keys: QueueKeys, count: int, lease_expiry: int
+    ) -> list[tuple[str, bytes]]:
+        """asynq's Dequeue for up to ``count`` tasks at once: (id, message bytes) pairs."""
+        reply = await self.connector.run_script(
+            load_script("dequeue"),
+            [keys.pending, keys.paused, keys.active, keys.lease],
+            [lease_expiry, keys.task_prefix, count],
+        )
+        return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    async def done(self, keys: QueueKeys, task_id: str, unique_key: str, now: float) -> bool:
+        """asynq's Done: delete a finished task and count it; False if it held no lease."""
+        script_keys = [
+            keys.active,
+            keys.lease,
+            keys.task(task_id),
+            keys.processed_on(utc_date(now)),
+            keys.processed_total,
+        ]
+        if unique_key:
+            script_keys.append(unique_key)
+        args: list[Arg] = [task_id, int(now) + STATS_TTL, MAX_INT64]
+        return bool(await self.connector.run_script(load_script("done"), script_keys, args))
+
+    async def mark_as_complete(
+        self, keys: QueueKeys, task_id: str, msg: bytes, unique_key: str, now: float, expiry: int
+    ) -> bool:
+        """asynq's MarkAsComplete: keep a finished task as completed until ``expiry``."""
+        script_keys = [
+            keys.active,
+            keys.lease,
+            keys.completed,
+            keys.task(task_id),
+            keys.processed_on(utc_date(now)),
+            keys.processed_total,
+        ]
+        if unique_key:
+            script_keys.append(unique_key)
+        args: list[Arg] = [task_id, int(now) + STATS_TTL, expiry, msg, MAX_INT64]
+        script = load_script("mark_as_complete")
+        return bool(await self.connector.run_script(script, script_keys, args))
+
+    def _failure_keys(self, keys: QueueKeys, task_id: str, target: str, now: float) -> list[str]:
+        day = utc_date(now)
+        return [
+            keys.task(task_id),
+            keys.active,
+            keys.lease,
+            target,
+            keys.processed_on(day),
+            keys.failed_on(day),
+            keys.processed_total,
+            keys.failed_total,
+        ]
+
+    async def retry(
+        self,
+        keys: QueueKeys,
+        task_id: str,
+        msg: bytes,
+        retry_at: int,
+        *,
+        is_failure: bool,
+        now: float,
+        recovering: bool = False,
+    ) -> bool:
+        """asynq's Retry: the task runs again at ``retry_at``; False if it was not ours."""
+        args: list[Arg] = [
+            task_id,
+            msg,
+            retry_at,
+            int(now) + STATS_TTL,
+            1 if is_failure else 0,
+            MAX_INT64,
+            "active" if recovering else "lease",
+        ]
+        script_keys = self._failure_keys(keys, task_id, keys.retry, now)
+        return bool(await self.connector.run_script(load_script("retry"), script_keys, args))
+
+    async def archive(
+        self, keys: QueueKeys, task_id: str, msg: bytes, *, now: float, recovering: bool = False
+    ) -> bool:
+        """asynq's Archive: the task failed for good; False if it was not ours."""
+        args: list[Arg] = [
+            task_id,
+            msg,
+            int(now),
+            int(now) - ARCHIVE_MAX_AGE,
+            ARCHIVE_MAX_SIZE,
+            int(now) + STATS_TTL,
+            MAX_INT64,
+            "active" if recovering else "lease",
+            keys.task_prefix,
+        ]
+        script_keys = self._failure_keys(keys, task_id, keys.archived, now)
+        return bool(await self.connector.run_script(load_script("archive"), script_keys, args))
+
+    async def requeue(self, keys: QueueKeys, task_id: str, now_ns: int) -> bool:
+        """asynq's Requeue: put a running task back at the head of pending."""
+        script_keys = [keys.active, keys.lease, keys.pending, keys.task(task_id)]
+        result = await self.connector.run_script(
+            load_script("requeue"), script_keys, [task_id, now_ns]
+        )
+        return bool(result)
+
+    async def forward_if_ready(self, keys: QueueKeys, now: float, now_ns: int) -> int:
+        """asynq's ForwardIfReady: move due scheduled and retry tasks on; returns how many."""
+        moved = 0
+        for source in (keys.scheduled, keys.retry):
+            while True:
+                count = int(
+                    await self.connector.run_script(
+                        load_script("forward"),
+                        [source, keys.pending, keys.groups],
+                        [int(now), keys.task_prefix, now_ns, keys.group_prefix, FORWARD_BATCH],
+                    )
+                )
+                moved += count
+                if count < FORWARD_BATCH:
+                    break
+        return moved
+
+    async def extend_leases(self, keys: QueueKeys, task_ids: list[str], expiry: int) -> None:
+        """asynq's ExtendLease: ``ZADD XX`` so a lease the recoverer removed is not revived."""
+        if not task_ids:
+            return
+        pairs: list[str | int] = []
+        for task_id in task_ids:
+            pairs += [expiry, task_id]
+        await self.connector.execute("ZADD", keys.lease, "XX", *pairs)
+
+    async def list_lease_expired(self, keys: QueueKeys, cutoff: int) -> list[bytes]:
+        """asynq's ListLeaseExpired: messages of tasks whose lease ended by ``cutoff``."""
+        reply = await self.connector.run_script(
+            load_script("list_lease_expired"), [keys.lease, keys.active], [cutoff, keys.task_prefix]
+        )
+        return list(reply)
+
+    async def list_orphaned(self, keys: QueueKeys) -> list[bytes]:
+        """Messages of active tasks that hold no lease at all (asynq never recovers these)."""
+        reply = await self.connector.run_script(
+            load_script("list_orphaned"), [keys.active, keys.lease], [keys.task_prefix]
+        )
+        return list(reply)
+
+    async def delete_expired_completed(self, keys: QueueKeys, now: float, batch: int) -> int:
+        """asynq's DeleteExpiredCompletedTasks, looping until nothing is left to delete."""
+        deleted = 0
+        while True:
+            count = int(
+                await self.connector.run_script(
+                    load_script("delete_expired_completed"),
+                    [keys.completed],
+                    [int(now), keys.task_prefix, batch],
+                )
+            )
+            deleted += count
+            if count < batch:
+                return deleted
+
+    async def write_result(self, keys: QueueKeys, task_id: str, data: bytes) -> None:
+        """asynq's ResultWriter: ``HSET result`` on the task hash."""
+        await self.connector.execute("HSET", keys.task(task_id), "result", data)
+
+    async def pause(self, keys: QueueKeys, now: float) -> bool:
+        """asynq's Pause: ``SETNX paused <now>``; False if already paused."""
+        return bool(await self.connector.execute("SET", keys.paused, int(now), "NX"))
+
+    async def unpause(self, keys: QueueKeys) -> bool:
+        """asynq's Unpause; False if the queue was not paused."""
+        return bool(await self.connector.execute("DEL", keys.paused))

@@ -133,6 +133,10 @@ class Connector(ABC):
             )
         return self._client
 
+    @abstractmethod
+    def node_of(self, key: str) -> str:
+        """The ``host:port`` of the node (the master, on a cluster) that holds ``key``."""
+
     # -- operations ------------------------------------------------------------------------
 
     async def call(self, op: Callable[[RedisClient], Awaitable[T]]) -> T:
@@ -229,6 +233,9 @@ class RedisConnector(Connector):
     async def _handshake(self, client: RedisClient) -> None:
         await client.ping()
 
+    def node_of(self, key: str) -> str:
+        return self.address
+
 
 class RedisClusterConnector(Connector):
     """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings.
@@ -288,3 +295,7 @@ class RedisClusterConnector(Connector):
     async def _handshake(self, client: RedisClient) -> None:
         # Initialise eagerly: concurrent first calls on a lazy client race (redis-py #3935).
         await client.initialize()
+
+    def node_of(self, key: str) -> str:
+        node = self.client.get_node_from_key(key)
+        return f"{node.host}:{node.port}"

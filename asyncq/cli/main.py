@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 import asyncq
+from asyncq.cli.worker import worker
 
 __all__ = ["cli", "main"]
 
@@ -18,6 +19,9 @@ def cli() -> None:
 def version() -> None:
     """Print the asyncq version."""
     click.echo(f"asyncq {asyncq.__version__}")
+
+
+cli.add_command(worker)
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+-- archive: a task failed for good (retries used up, or SkipRetry); keep it for inspection.
+-- Semantics of asynq's archiveCmd, with fixes: nothing changes when the task is not
+-- ours any more (checked by lease, or by active entry for the recoverer), trimmed
+-- tasks have their hashes deleted too, and exactly ARGV[5] archived tasks are kept.
+--
+-- KEYS[1] = asynq:{q}:t:<id>                 task hash
+-- KEYS[2] = asynq:{q}:active                 active list
+-- KEYS[3] = asynq:{q}:lease                  lease set
+-- KEYS[4] = asynq:{q}:archived               archived set (id -> archived at, Unix s)
+-- KEYS[5] = asynq:{q}:processed:<yyyy-mm-dd> daily processed counter
+-- KEYS[6] = asynq:{q}:failed:<yyyy-mm-dd>    daily failed counter
+-- KEYS[7] = asynq:{q}:processed              total processed counter
+-- KEYS[8] = asynq:{q}:failed                 total failed counter
+-- ARGV[1] = task id
+-- ARGV[2] = task message (error fields updated)
+-- ARGV[3] = now in Unix seconds (the score)
+-- ARGV[4] = cutoff in Unix seconds: archived tasks older than this are deleted
+-- ARGV[5] = how many archived tasks to keep at most
+-- ARGV[6] = daily counter expiry in Unix seconds (now + 90 days)
+-- ARGV[7] = the largest int64, where totals wrap to 1
+-- ARGV[8] = "lease" to require a lease entry, "active" to require an active entry
+-- ARGV[9] = task key prefix asynq:{q}:t:
+-- DERIVED = ARGV[9] .. id -> asynq:{q}:t:<id>
+-- RETURNS = 1 archived, 0 the task is not ours any more (nothing changed)
+if ARGV[8] == "lease" then
+  if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
+    return 0
+  end
+elseif not redis.call("LPOS", KEYS[2], ARGV[1]) then
+  return 0
+end
+redis.call("LREM", KEYS[2], 0, ARGV[1])
+redis.call("ZREM", KEYS[3], ARGV[1])
+redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
+local old = redis.call("ZRANGEBYSCORE", KEYS[4], "-inf", ARGV[4])
+for _, id in ipairs(old) do
+  redis.call("DEL", ARGV[9] .. id)
+  redis.call("ZREM", KEYS[4], id)
+end
+local excess = redis.call("ZCARD", KEYS[4]) - tonumber(ARGV[5])
+if excess > 0 then
+  local oldest = redis.call("ZRANGE", KEYS[4], 0, excess - 1)
+  for _, id in ipairs(oldest) do
+    redis.call("DEL", ARGV[9] .. id)
+  end
+  redis.call("ZREMRANGEBYRANK", KEYS[4], 0, excess - 1)
+end
+for i = 5, 6 do
+  if redis.call("INCR", KEYS[i]) == 1 then
+    redis.call("EXPIREAT", KEYS[i], ARGV[6])
+  end
+end
+for i = 7, 8 do
+  if redis.call("GET", KEYS[i]) == ARGV[7] then
+    redis.call("SET", KEYS[i], 1)
+  else
+    redis.call("INCR", KEYS[i])
+  end
+end
+return 1

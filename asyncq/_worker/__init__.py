@@ -1,0 +1,1 @@
+"""The server's components: dispatcher, heartbeater, recoverer, forwarder, janitor, health check."""

@@ -1,0 +1,58 @@
+"""The base of every periodic component: a loop that runs one step and never dies of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+__all__ = ["PeriodicComponent"]
+
+
+class PeriodicComponent(ABC):
+    """Runs ``_tick()`` every ``interval`` seconds until ``stop()``.
+
+    A failing tick is logged and the loop goes on: one Redis hiccup must not stop
+    a server's forwarder or recoverer for good.
+    """
+
+    name = "component"
+
+    def __init__(self, interval: float, logger: logging.Logger) -> None:
+        self.interval = interval
+        self.logger = logger
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, group: asyncio.TaskGroup) -> None:
+        """Start the loop as a child of ``group``."""
+        self._task = group.create_task(self._loop(), name=f"asyncq-{self.name}")
+
+    async def stop(self) -> None:
+        """Ask the loop to finish and wait for it (a tick in progress completes)."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def tick_now(self) -> None:
+        """Run one step at once (used at start-up and by tests)."""
+        await self._safe_tick()
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._safe_tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    async def _safe_tick(self) -> None:
+        try:
+            await self._tick()
+        except Exception:
+            self.logger.exception(
+                "asyncq %s: step failed; trying again in %.1fs", self.name, self.interval
+            )
+
+    @abstractmethod
+    async def _tick(self) -> None:
+        """One step of the component's work."""

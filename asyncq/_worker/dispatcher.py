@@ -1,0 +1,222 @@
+"""The dispatcher: takes concurrency slots, dequeues tasks, and runs each handler.
+
+Slots are taken *before* dequeuing, so no task is leased unless a slot waits for
+it. When several slots are free, one script call takes several tasks of a queue.
+Every handler runs as its own child task, awaited directly under the task's
+deadline; whatever it raises is caught there and routed by the finisher, so one
+bad handler never disturbs another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from asyncq._broker.keys import QueueKeys
+from asyncq._broker.message import decode_message
+from asyncq._broker.rdb import Broker
+from asyncq._cluster.router import QueueRouter
+from asyncq._proto.asynq_pb2 import TaskMessage
+from asyncq._worker.config import ServerConfig
+from asyncq._worker.finisher import Finisher
+from asyncq._worker.jobs import Job, JobBook, Slots, StopReason
+from asyncq.errors import AsyncqError, TaskDeadlineExceededError, TaskDecodeError
+from asyncq.task import Task
+
+__all__ = ["Dispatcher", "compute_deadline"]
+
+DEFAULT_TIMEOUT = 1800
+MAX_BATCH = 64  # tasks taken by one dequeue call at most
+ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not a busy loop
+
+
+def compute_deadline(msg: TaskMessage, now: float) -> float:
+    """When the handler must be done: asynq's rule, the earlier of timeout and deadline."""
+    if msg.timeout and msg.deadline:
+        return float(min(int(now) + msg.timeout, msg.deadline))
+    if msg.timeout:
+        return now + msg.timeout
+    if msg.deadline:
+        return float(msg.deadline)
+    return now + DEFAULT_TIMEOUT
+
+
+async def _first_of(*events: asyncio.Event, at_most: float | None = None) -> None:
+    """Wait until any of ``events`` is set, or ``at_most`` seconds pass."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class Dispatcher:
+    """Feeds handlers from the queues, within the concurrency limit."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        router: QueueRouter,
+        handler: Callable[[Task], Awaitable[None]],
+        config: ServerConfig,
+        jobs: JobBook,
+        finisher: Finisher,
+    ) -> None:
+        self.broker = broker
+        self.router = router
+        self.handler = handler
+        self.config = config
+        self.clock = config.clock
+        self.logger = config.logger
+        self.jobs = jobs
+        self.finisher = finisher
+        self.slots = Slots(config.concurrency)
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, group: asyncio.TaskGroup) -> None:
+        """Start the dequeue loop; handlers become children of ``group``."""
+        self._group = group
+        self._task = group.create_task(self._loop(), name="asyncq-dispatcher")
+
+    def wake(self) -> None:
+        """Look at the queues now instead of at the next poll."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Take no more tasks from now on (a dequeue in flight completes)."""
+        self._stop.set()
+
+    async def stop_fetching(self) -> None:
+        """Take no more tasks and wait for the loop to end; running handlers go on."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def fetching(self) -> bool:
+        return not self._stop.is_set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self.slots.free == 0:
+                await _first_of(self.slots.available, self._stop)
+                continue
+            wanted = self.slots.take(MAX_BATCH)
+            lease_expiry = int(self.clock.time() + self.config.lease_duration)
+            try:
+                found = await self._fetch(wanted, lease_expiry)
+            except AsyncqError as error:
+                self.slots.give(wanted)
+                self.logger.error(
+                    "asyncq: dequeue failed (%s); retrying in %.0fs", error, ERROR_BACKOFF
+                )
+                await _first_of(self._stop, at_most=ERROR_BACKOFF)
+                continue
+            if len(found) < wanted:
+                self.slots.give(wanted - len(found))
+            for keys, task_id, raw in found:
+                await self._launch(keys, task_id, raw, float(lease_expiry))
+            if not found:
+                self._wake.clear()
+                await _first_of(self._wake, self._stop, at_most=self.config.task_check_interval)
+
+    async def _fetch(self, wanted: int, lease_expiry: int) -> list[tuple[QueueKeys, str, bytes]]:
+        """Dequeue up to ``wanted`` tasks, trying the queues in the router's order."""
+        found: list[tuple[QueueKeys, str, bytes]] = []
+        for queue in self.router.order():
+            keys = self.broker.keys(queue)
+            for task_id, raw in await self.broker.dequeue(keys, wanted - len(found), lease_expiry):
+                found.append((keys, task_id, raw))
+            if len(found) >= wanted:
+                break
+        return found
+
+    async def _launch(self, keys: QueueKeys, task_id: str, raw: bytes, lease_expiry: float) -> None:
+        now = self.clock.time()
+        try:
+            msg = decode_message(raw, where=keys.task(task_id))
+        except TaskDecodeError as error:
+            await self._archive_corrupt(keys, task_id, raw, error)
+            self.slots.give(1)
+            return
+        task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
+        deadline = compute_deadline(msg, now)
+        task.id, task.queue = msg.id, msg.queue
+        task.retried, task.max_retry = msg.retried, msg.retry
+        task.deadline = datetime.fromtimestamp(deadline, UTC)
+        task._result_writer = lambda data: self.broker.write_result(keys, msg.id, data)
+        job = Job(
+            keys=keys,
+            msg=msg,
+            task=task,
+            started=now,
+            deadline=deadline,
+            lease_expiry=lease_expiry,
+        )
+        self.jobs.add(job)
+        assert self._group is not None
+        job.runner = self._group.create_task(self._run(job), name=f"asyncq-task-{msg.id}")
+
+    async def _archive_corrupt(
+        self, keys: QueueKeys, task_id: str, raw: bytes, error: TaskDecodeError
+    ) -> None:
+        # The bytes are kept as they are: nothing is lost, and an operator can look.
+        self.logger.error("asyncq: archiving task %s: %s", task_id, error)
+        try:
+            await self.broker.archive(keys, task_id, raw, now=self.clock.time())
+        except AsyncqError as write_error:
+            self.logger.error("asyncq: could not archive corrupt task %s: %s", task_id, write_error)
+
+    # -- one task ----------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        try:
+            error = await self._call_handler(job)
+            if job.stop_reason is not None:
+                if job.stop_reason is StopReason.SHUTDOWN:
+                    await self.finisher.requeue(job)
+                else:
+                    self.logger.warning("asyncq: task %s stopped: its lease was lost", job.id)
+            elif error is None:
+                await self.finisher.succeed(job)
+            else:
+                await self.finisher.fail(job, error)
+        finally:
+            self.jobs.remove(job)
+            self.slots.give(1)
+
+    async def _call_handler(self, job: Job) -> BaseException | None:
+        """Await the handler under the task's deadline; return what it raised, if anything."""
+        remaining = max(job.deadline - self.clock.time(), 0.0)
+        scope = asyncio.timeout(remaining)
+        try:
+            async with scope:
+                await self.handler(job.task)
+        except asyncio.CancelledError:
+            if job.stop_reason is None:
+                raise  # the server itself is being torn down
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return None
+        except TimeoutError as error:
+            if scope.expired():
+                return TaskDeadlineExceededError(
+                    f"task {job.id} ran past its deadline ({remaining:.1f}s) and was cancelled"
+                )
+            return error
+        except Exception as error:
+            return error
+        finally:
+            job.in_handler = False
+        if scope.expired():
+            # The handler swallowed the cancellation and returned late: still a timeout.
+            return TaskDeadlineExceededError(f"task {job.id} ignored cancellation at its deadline")
+        return None

@@ -1,0 +1,121 @@
+"""Running tasks ("jobs"), the concurrency slots they hold, and the book that lists them."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from asyncq._broker.keys import QueueKeys
+from asyncq._proto.asynq_pb2 import TaskMessage
+from asyncq.task import Task
+
+__all__ = ["Job", "JobBook", "Slots", "StopReason"]
+
+
+class StopReason(enum.Enum):
+    """Why the worker cancelled a running handler; decides what is written afterwards."""
+
+    SHUTDOWN = "shutdown"  # requeue the task for another worker
+    LEASE_LOST = "lease lost"  # write nothing: the recoverer owns the task now
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One task being processed by this worker, with its lease and deadline."""
+
+    keys: QueueKeys
+    msg: TaskMessage
+    task: Task
+    started: float
+    deadline: float
+    lease_expiry: float
+    runner: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+    in_handler: bool = field(default=True)
+
+    @property
+    def id(self) -> str:
+        return self.msg.id
+
+    def lease_valid(self, now: float) -> bool:
+        """Whether this worker may still write the task's final state."""
+        return now < self.lease_expiry
+
+    def stop(self, reason: StopReason) -> None:
+        """Cancel the handler (once); the reason decides what happens to the task."""
+        # Only the handler is cancelled: a final write in progress must complete.
+        if self.stop_reason is None and self.runner is not None and self.in_handler:
+            self.stop_reason = reason
+            self.runner.cancel()
+
+
+class JobBook:
+    """The jobs running in this server, by task id."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+
+    def remove(self, job: Job) -> None:
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+
+    def get(self, task_id: str) -> Job | None:
+        return self._jobs.get(task_id)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(list(self._jobs.values()))
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def by_queue(self) -> dict[str, list[Job]]:
+        """Running jobs grouped by queue name."""
+        grouped: dict[str, list[Job]] = {}
+        for job in self._jobs.values():
+            grouped.setdefault(job.keys.name, []).append(job)
+        return grouped
+
+
+class Slots:
+    """The concurrency limit: a task takes a slot before it is dequeued."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free = size
+        self._available = asyncio.Event()
+        self._available.set()
+        self._all_free = asyncio.Event()
+        self._all_free.set()
+
+    @property
+    def available(self) -> asyncio.Event:
+        """Set while at least one slot is free."""
+        return self._available
+
+    def take(self, most: int) -> int:
+        """Take up to ``most`` free slots at once; returns how many (0 when none is free)."""
+        taken = min(self.free, most)
+        self.free -= taken
+        if self.free == 0:
+            self._available.clear()
+        if taken:
+            self._all_free.clear()
+        return taken
+
+    def give(self, count: int = 1) -> None:
+        """Return slots (a task finished, or a dequeue found fewer tasks than slots)."""
+        self.free += count
+        if self.free > self.size:
+            raise RuntimeError("more concurrency slots returned than taken")
+        self._available.set()
+        if self.free == self.size:
+            self._all_free.set()
+
+    async def wait_all_free(self) -> None:
+        """Wait until no task holds a slot."""
+        await self._all_free.wait()

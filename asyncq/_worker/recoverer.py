@@ -1,0 +1,54 @@
+"""The recoverer: takes back tasks whose worker died, and tasks left active without a lease.
+
+Every ``recoverer_interval`` (and once at start) it lists, per served queue, the
+tasks whose lease ended more than a grace period ago, and the tasks in ``active``
+that hold no lease at all (asynq never recovers those). Each goes to retry, or to
+the archive when its retries are used up, with ``LeaseExpiredError``.
+"""
+
+from __future__ import annotations
+
+from asyncq._broker.keys import QueueKeys
+from asyncq._broker.message import decode_message
+from asyncq._broker.rdb import Broker
+from asyncq._cluster.router import QueueRouter
+from asyncq._worker.component import PeriodicComponent
+from asyncq._worker.config import ServerConfig
+from asyncq._worker.finisher import Finisher
+from asyncq.errors import LeaseExpiredError, TaskDecodeError
+
+__all__ = ["Recoverer"]
+
+
+class Recoverer(PeriodicComponent):
+    """Moves abandoned active tasks to retry or archive."""
+
+    name = "recoverer"
+
+    def __init__(
+        self, broker: Broker, router: QueueRouter, config: ServerConfig, finisher: Finisher
+    ) -> None:
+        super().__init__(config.recoverer_interval, config.logger)
+        self.broker = broker
+        self.router = router
+        self.config = config
+        self.finisher = finisher
+
+    async def _tick(self) -> None:
+        cutoff = int(self.config.clock.time() - self.config.recovery_grace)
+        for queue in self.router.queues:
+            keys = self.broker.keys(queue)
+            expired = await self.broker.list_lease_expired(keys, cutoff)
+            orphaned = await self.broker.list_orphaned(keys)
+            for raw in expired + orphaned:
+                await self._recover(keys, raw)
+
+    async def _recover(self, keys: QueueKeys, raw: bytes) -> None:
+        try:
+            msg = decode_message(raw, where=keys.name)
+        except TaskDecodeError as error:
+            self.logger.error("asyncq: cannot recover a task of %s: %s", keys.name, error)
+            return
+        lost = LeaseExpiredError(f"task {msg.id} lost its worker (lease expired)")
+        if await self.finisher.retry_or_archive(keys, msg, lost):
+            self.logger.warning("asyncq: recovered task %s of queue %s", msg.id, keys.name)

@@ -1,0 +1,53 @@
+"""Connection options shared by every ``asyncq`` command, also read from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from asyncq._cluster.connector import Connector, RedisClusterConnector, RedisConnector
+
+__all__ = ["connection_options", "make_connector"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def connection_options(fn: F) -> F:
+    """Add ``--cluster-nodes``, ``--redis-url``, ``--username``, ``--password``, ``--tls``."""
+    options = [
+        click.option(
+            "--cluster-nodes",
+            envvar="ASYNCQ_CLUSTER_NODES",
+            help="Redis Cluster seed nodes, host:port[,host:port...] [env ASYNCQ_CLUSTER_NODES].",
+        ),
+        click.option(
+            "--redis-url",
+            envvar="ASYNCQ_REDIS_URL",
+            help=f"One Redis, redis:// or rediss:// [env ASYNCQ_REDIS_URL; default {DEFAULT_URL}].",
+        ),
+        click.option("--username", envvar="ASYNCQ_REDIS_USERNAME", help="Redis ACL user name."),
+        click.option("--password", envvar="ASYNCQ_REDIS_PASSWORD", help="Redis password."),
+        click.option("--tls", is_flag=True, envvar="ASYNCQ_REDIS_TLS", help="Use TLS (cluster)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def make_connector(
+    cluster_nodes: str | None,
+    redis_url: str | None,
+    username: str | None,
+    password: str | None,
+    tls: bool,
+) -> Connector:
+    """The connector the options describe (``--cluster-nodes`` or ``--redis-url``, not both)."""
+    if cluster_nodes and redis_url:
+        raise click.UsageError("give --cluster-nodes or --redis-url, not both")
+    if cluster_nodes:
+        return RedisClusterConnector(cluster_nodes, username=username, password=password, tls=tls)
+    return RedisConnector(redis_url or DEFAULT_URL, username=username, password=password)

@@ -1,0 +1,112 @@
+"""ServeMux: routes each task to the coroutine registered for its type, through middleware."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+
+from asyncq.errors import HandlerNotFoundError
+from asyncq.task import Task
+
+__all__ = ["Handler", "Middleware", "ServeMux"]
+
+Handler = Callable[[Task], Awaitable[None]]
+"""A coroutine function that processes one task; raising means the task failed."""
+
+Middleware = Callable[[Handler], Handler]
+"""Wraps a handler into another (logging, metrics, tracing, ...)."""
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+async def _not_found(task: Task) -> None:
+    raise HandlerNotFoundError(f"no handler is registered for task type {task.type!r}")
+
+
+class ServeMux:
+    """Maps task types to handlers, the way asynq's ServeMux does.
+
+    A task goes to the handler registered for exactly its type; failing that, to
+    the handler of the longest registered pattern that is a prefix of its type
+    (plain string prefix: ``"email"`` also matches ``"emailing"``; among equal
+    lengths the first registered wins). No match fails the task with
+    ``HandlerNotFoundError``, which is retried like any failure.
+
+    Middleware added with ``use`` wraps every handler (the not-found one too);
+    the first one added is the outermost.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._middleware: list[Middleware] = []
+        self._wrapped: dict[str, Handler] = {}
+        self._by_length: list[str] = []
+
+    def handle(self, pattern: str, handler: Handler) -> None:
+        """Register ``handler`` (an ``async def`` function) for ``pattern``."""
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ValueError(f"handler pattern must be a non-blank str, got {pattern!r}")
+        if pattern in self._handlers:
+            raise ValueError(f"a handler for {pattern!r} is already registered")
+        if not _is_async(handler):
+            raise TypeError(
+                f"handler for {pattern!r} must be a coroutine function (async def), got "
+                f"{handler!r}; asyncq awaits handlers on its event loop. For blocking code, "
+                "call it with `await asyncio.to_thread(fn, ...)` inside an async handler"
+            )
+        self._handlers[pattern] = handler
+        # Longest first; sorted() is stable, so equal lengths keep registration order.
+        self._by_length = sorted(self._handlers, key=len, reverse=True)
+        self._wrapped.clear()
+
+    def handler(self, pattern: str) -> Callable[[Handler], Handler]:
+        """Decorator form of ``handle``: ``@mux.handler("email:send")``."""
+
+        def register(fn: Handler) -> Handler:
+            self.handle(pattern, fn)
+            return fn
+
+        return register
+
+    def use(self, *middleware: Middleware) -> None:
+        """Add middleware; each is ``def mw(next_handler) -> handler``."""
+        for mw in middleware:
+            if not callable(mw):
+                raise TypeError(f"middleware must be callable, got {mw!r}")
+            self._middleware.append(mw)
+        self._wrapped.clear()
+
+    @property
+    def patterns(self) -> list[str]:
+        """The registered patterns, in registration order."""
+        return list(self._handlers)
+
+    def match(self, task_type: str) -> str | None:
+        """The pattern that would handle ``task_type``, or ``None``."""
+        if task_type in self._handlers:
+            return task_type
+        for pattern in self._by_length:
+            if task_type.startswith(pattern):
+                return pattern
+        return None
+
+    def resolve(self, task_type: str) -> Handler:
+        """The handler for ``task_type``, wrapped in the middleware (built once, then cached)."""
+        pattern = self.match(task_type)
+        key = pattern if pattern is not None else ""
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._handlers[pattern] if pattern is not None else _not_found
+            for mw in reversed(self._middleware):
+                wrapped = mw(wrapped)
+            self._wrapped[key] = wrapped
+        return wrapped
+
+    async def __call__(self, task: Task) -> None:
+        """Process ``task`` with the matching handler (a ServeMux is itself a handler)."""
+        await self.resolve(task.type)(task)

@@ -1,0 +1,241 @@
+"""The server: runs handlers for the tasks of its queues, on one event loop.
+
+``await server.run(mux)`` serves until SIGTERM or SIGINT; ``start`` and
+``shutdown`` embed a server in an application that owns its event loop.
+Components are wired here and stopped in asynq's order: producers before
+consumers, and the heartbeater last, so it can clear the server's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from asyncq._broker.rdb import Broker
+from asyncq._clock import Clock
+from asyncq._cluster.connector import Connector
+from asyncq._cluster.router import QueueRouter
+from asyncq._worker.config import (
+    ErrorHandler,
+    HealthCheck,
+    IsFailure,
+    RetryDelay,
+    ServerConfig,
+    default_retry_delay,
+    seconds,
+)
+from asyncq._worker.dispatcher import Dispatcher
+from asyncq._worker.finisher import Finisher
+from asyncq._worker.heartbeater import Heartbeater, new_identity
+from asyncq._worker.jobs import JobBook, StopReason
+from asyncq._worker.maintenance import Forwarder, HealthChecker, Janitor
+from asyncq._worker.recoverer import Recoverer
+from asyncq.servemux import Handler
+
+__all__ = ["Server"]
+
+Duration = timedelta | float
+
+
+class Server:
+    """A worker: dequeues tasks from its queues and runs their handlers.
+
+    Defaults are asynq's: concurrency = CPU count, queue ``default``, weighted
+    priorities, 25 retries with Sidekiq's backoff, 8 s shutdown timeout, 30 s
+    leases renewed every 5 s. Durations are seconds or ``timedelta``.
+    """
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        concurrency: int | None = None,
+        queues: Mapping[str, int] | None = None,
+        strict_priority: bool = False,
+        retry_delay: RetryDelay = default_retry_delay,
+        is_failure: IsFailure | None = None,
+        error_handler: ErrorHandler | None = None,
+        shutdown_timeout: Duration = 8.0,
+        health_check: HealthCheck | None = None,
+        health_check_interval: Duration = 15.0,
+        task_check_interval: Duration = 1.0,
+        delayed_task_check_interval: Duration = 5.0,
+        janitor_interval: Duration = 8.0,
+        janitor_batch_size: int = 100,
+        lease_duration: Duration = 30.0,
+        heartbeat_interval: Duration = 5.0,
+        recoverer_interval: Duration = 60.0,
+        clock: Clock | None = None,
+    ) -> None:
+        options: dict[str, Any] = {
+            "strict_priority": strict_priority,
+            "retry_delay": retry_delay,
+            "error_handler": error_handler,
+            "health_check": health_check,
+            "janitor_batch_size": janitor_batch_size,
+            "shutdown_timeout": seconds("shutdown_timeout", shutdown_timeout),
+            "health_check_interval": seconds(
+                "health_check_interval", health_check_interval, minimum=0.01
+            ),
+            "task_check_interval": seconds(
+                "task_check_interval", task_check_interval, minimum=0.001
+            ),
+            "delayed_task_check_interval": seconds(
+                "delayed_task_check_interval", delayed_task_check_interval, minimum=0.01
+            ),
+            "janitor_interval": seconds("janitor_interval", janitor_interval, minimum=0.01),
+            "lease_duration": seconds("lease_duration", lease_duration, minimum=1),
+            "heartbeat_interval": seconds("heartbeat_interval", heartbeat_interval, minimum=0.01),
+            "recoverer_interval": seconds("recoverer_interval", recoverer_interval, minimum=0.01),
+        }
+        if concurrency is not None:
+            options["concurrency"] = concurrency
+        if queues is not None:
+            options["queues"] = dict(queues)
+        if is_failure is not None:
+            options["is_failure"] = is_failure
+        if clock is not None:
+            options["clock"] = clock
+        self.config = ServerConfig(**options)
+        self.connector = connector
+        self.router = QueueRouter(self.config.queues, strict=strict_priority)
+        self.broker = Broker(connector)
+        self.identity = new_identity()
+        self._jobs = JobBook()
+        self._runner: asyncio.Task[None] | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._heartbeater: Heartbeater | None = None
+        self._components: list[Any] = []
+        self._ready = asyncio.Event()
+        self._release = asyncio.Event()
+        self._shutdown_started = False
+
+    # -- public lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running_tasks(self) -> int:
+        """How many handlers are running now."""
+        return len(self._jobs)
+
+    async def start(self, handler: Handler) -> None:
+        """Connect and start serving in the background; returns once the server runs."""
+        if self._runner is not None:
+            raise RuntimeError("this server was already started")
+        if not callable(handler):
+            raise TypeError(f"handler must be a ServeMux or an async function, got {handler!r}")
+        await self.connector.connect()
+        self._runner = asyncio.create_task(self._serve(handler), name="asyncq-server")
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        if self._runner.done():
+            ready.cancel()
+            await self.connector.aclose()
+            self._runner.result()  # raises what stopped it
+            raise RuntimeError("the server stopped while starting")
+        self.config.logger.info(
+            "asyncq: server %s serving %s with concurrency %d",
+            self.identity.server_id,
+            ", ".join(f"{q} (priority {p})" for q, p in self.router.priorities.items()),
+            self.config.concurrency,
+        )
+
+    def stop(self) -> None:
+        """Stop taking new tasks (SIGTSTP); running handlers go on. ``shutdown`` still needed."""
+        if self._dispatcher is not None:
+            self._dispatcher.request_stop()
+        if self._heartbeater is not None:
+            self._heartbeater.status = "stopped"
+
+    async def shutdown(self) -> None:
+        """Stop gracefully: no new tasks, let running ones finish within
+        ``shutdown_timeout``, then cancel and requeue the rest, and clear the records.
+
+        A handler that ignores cancellation is abandoned after a short grace: its
+        task keeps its lease until the lease runs out, then the recoverer retries it.
+        """
+        if self._shutdown_started or self._runner is None:
+            return
+        self._shutdown_started = True
+        assert self._dispatcher is not None and self._heartbeater is not None
+        forwarder, recoverer, janitor, *others = self._components
+        await forwarder.stop()
+        await self._dispatcher.stop_fetching()
+        await self._drain()
+        for component in (recoverer, janitor, *others):
+            await component.stop()
+        await self._heartbeater.stop()
+        self._release.set()
+        done, _ = await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
+        if not done:
+            self.config.logger.error(
+                "asyncq: %d handler(s) ignore cancellation; leaving them behind",
+                len(self._jobs),
+            )
+        await self.connector.aclose()
+
+    async def run(self, handler: Handler) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (SIGTSTP: stop fetching)."""
+        await self.start(handler)
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        handled = {signal.SIGTERM: stop_requested.set, signal.SIGINT: stop_requested.set}
+        if hasattr(signal, "SIGTSTP"):
+            handled[signal.SIGTSTP] = self.stop
+        for signum, callback in handled.items():
+            loop.add_signal_handler(signum, callback)
+        try:
+            assert self._runner is not None
+            waiter = asyncio.ensure_future(stop_requested.wait())
+            await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            self.config.logger.info("asyncq: shutting down")
+            await self.shutdown()
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+    # -- inside ----------------------------------------------------------------------------------
+
+    async def _serve(self, handler: Handler) -> None:
+        config = self.config
+        finisher = Finisher(self.broker, config)
+        dispatcher = Dispatcher(self.broker, self.router, handler, config, self._jobs, finisher)
+        heartbeater = Heartbeater(self.broker, self.router, config, self._jobs, self.identity)
+        recoverer = Recoverer(self.broker, self.router, config, finisher)
+        components: list[Any] = [
+            Forwarder(self.broker, self.router, config, dispatcher.wake),
+            recoverer,
+            Janitor(self.broker, self.router, config),
+        ]
+        if config.health_check is not None:
+            components.append(HealthChecker(self.broker, config, config.health_check))
+        self._dispatcher, self._heartbeater, self._components = dispatcher, heartbeater, components
+        async with asyncio.TaskGroup() as group:
+            heartbeater.start(group)
+            for component in components:
+                component.start(group)
+            dispatcher.start(group)
+            self._ready.set()
+            await self._release.wait()
+
+    async def _drain(self) -> None:
+        """Wait for running handlers up to the shutdown timeout, then cancel and requeue."""
+        assert self._dispatcher is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._dispatcher.slots.wait_all_free(), self.config.shutdown_timeout
+            )
+        if not len(self._jobs):
+            return
+        self.config.logger.warning(
+            "asyncq: shutdown timeout: cancelling %d running task(s) and requeueing them",
+            len(self._jobs),
+        )
+        for job in self._jobs:
+            job.stop(StopReason.SHUTDOWN)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dispatcher.slots.wait_all_free(), self.config.cancel_grace)
