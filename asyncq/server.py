@@ -169,12 +169,7 @@ class Server:
             await component.stop()
         await self._heartbeater.stop()
         self._release.set()
-        done, _ = await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
-        if not done:
-            self.config.logger.error(
-                "asyncq: %d handler(s) ignore cancellation; leaving them behind",
-                len(self._jobs),
-            )
+        await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
         await self.connector.aclose()
 
     async def run(self, handler: Handler) -> None:

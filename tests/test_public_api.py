@@ -45,7 +45,9 @@ def test_every_public_name_resolves() -> None:
 def test_errors_share_one_base() -> None:
     for name in asyncq.__all__:
         obj = getattr(asyncq, name)
-        if isinstance(obj, type) and (name.endswith("Error") or name in ("SkipRetry", "RevokeTask")):
+        if isinstance(obj, type) and (
+            name.endswith("Error") or name in ("SkipRetry", "RevokeTask")
+        ):
             assert issubclass(obj, asyncq.AsyncqError)
 
 

@@ -179,11 +179,10 @@ class Dispatcher:
     async def _run(self, job: Job) -> None:
         try:
             error = await self._call_handler(job)
-            if job.stop_reason is not None:
-                if job.stop_reason is StopReason.SHUTDOWN:
-                    await self.finisher.requeue(job)
-                else:
-                    self.logger.warning("asyncq: task %s stopped: its lease was lost", job.id)
+            if job.stop_reason is StopReason.SHUTDOWN:
+                await self.finisher.requeue(job)
+            elif job.stop_reason is not None:
+                self.logger.warning("asyncq: task %s stopped (%s)", job.id, job.stop_reason.value)
             elif error is None:
                 await self.finisher.succeed(job)
             else:

@@ -19,6 +19,7 @@ class StopReason(enum.Enum):
 
     SHUTDOWN = "shutdown"  # requeue the task for another worker
     LEASE_LOST = "lease lost"  # write nothing: the recoverer owns the task now
+    ABANDONED = "abandoned"  # ignored cancellation at shutdown: write nothing, lease runs out
 
 
 @dataclass(eq=False, slots=True)
@@ -42,6 +43,10 @@ class Job:
     def lease_valid(self, now: float) -> bool:
         """Whether this worker may still write the task's final state."""
         return now < self.lease_expiry
+
+    def abandon(self) -> None:
+        """Give up on a handler that ignores cancellation: whatever it does, write nothing."""
+        self.stop_reason = StopReason.ABANDONED
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the handler (once); the reason decides what happens to the task."""

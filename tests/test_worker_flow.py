@@ -1,0 +1,253 @@
+"""How a worker schedules work: concurrency, priorities, pauses, leases, recovery, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asyncq import Client, Connector, ServeMux, Task
+from asyncq._proto.asynq_pb2 import ServerInfo, TaskMessage, WorkerInfo
+from asyncq.testing import ManualClock, eventually
+from tests.worker_helpers import counter, key, running_server, task_message, task_state
+
+
+async def _enqueue(connector: Connector, queue: str, count: int, task_type: str = "t") -> list[str]:
+    async with Client(connector) as client:
+        return [
+            (await client.enqueue(Task(task_type, {"i": i}), queue=queue)).id for i in range(count)
+        ]
+
+
+async def test_concurrency_limit_is_reached_and_never_exceeded(
+    connector: Connector, queue_name: str
+) -> None:
+    running = 0
+    peak = 0
+    done = 0
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.005)  # the work itself
+        running -= 1
+        done += 1
+
+    await _enqueue(connector, queue_name, 40)
+    async with running_server(connector, mux, {queue_name: 1}, concurrency=3):
+        await eventually(lambda: done == 40, within=20)
+    assert peak == 3
+
+
+async def test_weighted_priorities_share_dequeues_by_weight(
+    connector: Connector, queue_name: str
+) -> None:
+    high, low = f"{queue_name}-a", f"{queue_name}-b"
+    order: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        order.append(task.queue)
+
+    await _enqueue(connector, high, 120)
+    await _enqueue(connector, low, 120)
+    async with running_server(connector, mux, {high: 3, low: 1}, concurrency=1):
+        await eventually(lambda: len(order) >= 80, within=20)
+    share = order[:80].count(high) / 80
+    assert 0.6 <= share <= 0.9, f"share of the weight-3 queue was {share:.2f}, expected ~0.75"
+
+
+async def test_strict_priority_drains_higher_queues_first(
+    connector: Connector, queue_name: str
+) -> None:
+    high, low = f"{queue_name}-hi", f"{queue_name}-lo"
+    order: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        order.append(task.queue)
+
+    await _enqueue(connector, low, 15)
+    await _enqueue(connector, high, 15)
+    async with running_server(
+        connector, mux, {high: 2, low: 1}, concurrency=1, strict_priority=True
+    ):
+        await eventually(lambda: len(order) == 30, within=20)
+    assert order == [high] * 15 + [low] * 15
+
+
+async def test_paused_queue_waits_until_resumed(connector: Connector, queue_name: str) -> None:
+    paused, other = f"{queue_name}-p", f"{queue_name}-o"
+    ran: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.queue)
+
+    await connector.client.set(key(paused, "paused"), int(time.time()))
+    (held,) = await _enqueue(connector, paused, 1)
+    async with running_server(connector, mux, {paused: 1, other: 1}) as server:
+        for expected in (1, 2):  # two rounds of work elsewhere: the paused queue was looked at
+            await _enqueue(connector, other, 1)
+            await eventually(lambda n=expected: ran.count(other) == n)  # type: ignore[misc]
+        assert ran == [other, other]
+        assert await task_state(connector, paused, held) == "pending"
+        await server.broker.unpause(server.broker.keys(paused))
+        await eventually(lambda: paused in ran)
+
+
+async def test_heartbeat_publishes_records_and_extends_leases(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    release = asyncio.Event()
+    started = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("long")
+    async def long(task: Task) -> None:
+        started.set()
+        await release.wait()
+
+    (task_id,) = await _enqueue(connector, queue_name, 1, "long")
+    async with running_server(
+        connector, mux, {queue_name: 1}, concurrency=2, clock=clock
+    ) as server:
+        await eventually(started.is_set)
+        first = await connector.client.zscore(key(queue_name, "lease"), task_id)
+        assert first == int(clock.time()) + 30
+        clock.advance(10)
+        await eventually(lambda: _lease_is(connector, queue_name, task_id, int(clock.time()) + 30))
+        server_key = server.identity.server_key
+        assert server_key.encode() in await connector.client.zrange("asynq:servers", 0, -1)
+        info = ServerInfo.FromString(await connector.client.get(server_key))
+        assert (info.concurrency, dict(info.queues), info.status) == (2, {queue_name: 1}, "active")
+        assert (info.host, info.pid, info.server_id) == (
+            server.identity.host,
+            server.identity.pid,
+            server.identity.server_id,
+        )
+        await eventually(lambda: _has_worker(connector, server.identity.workers_key, task_id))
+        raw = await connector.client.hget(server.identity.workers_key, task_id)
+        worker = WorkerInfo.FromString(raw)
+        assert (worker.task_type, worker.queue) == ("long", queue_name)
+        release.set()
+    assert server_key.encode() not in await connector.client.zrange("asynq:servers", 0, -1)
+    assert not await connector.client.exists(server_key)
+
+
+async def test_recoverer_takes_back_expired_leases_and_orphans(
+    connector: Connector, queue_name: str
+) -> None:
+    now = int(time.time())
+    for task_id, lease in (("expired", now - 100), ("orphan", None), ("exhausted", now - 100)):
+        msg = TaskMessage(type="t", id=task_id, queue=queue_name, retry=25, timeout=60)
+        if task_id == "exhausted":
+            msg.retry, msg.retried = 2, 2
+        await connector.client.hset(
+            key(queue_name, f"t:{task_id}"),
+            mapping={"msg": msg.SerializeToString(), "state": "active"},
+        )
+        await connector.client.lpush(key(queue_name, "active"), task_id)
+        if lease is not None:
+            await connector.client.zadd(key(queue_name, "lease"), {task_id: lease})
+    # The worker serves nothing else; its recoverer runs once at start.
+    async with running_server(connector, ServeMux(), {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, "orphan", "retry"))
+        await eventually(lambda: _state_is(connector, queue_name, "expired", "retry"))
+        await eventually(lambda: _state_is(connector, queue_name, "exhausted", "archived"))
+    for task_id in ("expired", "orphan"):
+        msg = await task_message(connector, queue_name, task_id)
+        assert msg.retried == 1 and msg.error_msg.startswith("LeaseExpiredError")
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+
+
+async def test_due_scheduled_task_runs_and_grouped_one_joins_its_group(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    ran: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.id)
+
+    async with Client(connector) as client:
+        plain = await client.enqueue(Task("t"), queue=queue_name, process_in=30)
+        grouped = await client.enqueue(Task("t"), queue=queue_name, process_in=30, group="g")
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        clock.advance(31)
+        await eventually(lambda: ran == [plain.id])
+        await eventually(lambda: _state_is(connector, queue_name, grouped.id, "aggregating"))
+    assert await connector.client.zscore(key(queue_name, "g:g"), grouped.id) is not None
+    assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
+
+
+async def test_shutdown_requeues_unfinished_tasks_at_the_head(
+    connector: Connector, queue_name: str
+) -> None:
+    started = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def endless(task: Task) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    ids = await _enqueue(connector, queue_name, 3)
+    async with running_server(connector, mux, {queue_name: 1}, concurrency=1, shutdown_timeout=0.2):
+        await eventually(started.is_set)
+    pending = [i.decode() for i in await connector.client.lrange(key(queue_name, "pending"), 0, -1)]
+    assert sorted(pending) == sorted(ids)
+    assert pending[-1] == ids[0], "the interrupted task goes back to the head (popped next)"
+    assert await task_state(connector, queue_name, ids[0]) == "pending"
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+    assert await counter(connector, key(queue_name, "processed")) == 0
+
+
+async def test_handler_ignoring_cancellation_cannot_block_shutdown(
+    connector: Connector, queue_name: str
+) -> None:
+    started = asyncio.Event()
+    finish = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def stubborn(task: Task) -> None:
+        started.set()
+        while not finish.is_set():
+            try:
+                await finish.wait()
+            except asyncio.CancelledError:
+                continue  # deliberately ignores cancellation
+
+    (task_id,) = await _enqueue(connector, queue_name, 1)
+    began = time.monotonic()
+    async with running_server(connector, mux, {queue_name: 1}, shutdown_timeout=0.2):
+        await eventually(started.is_set)
+    elapsed = time.monotonic() - began
+    # The task was not lost: still active with its lease, so the recoverer brings it back.
+    assert await task_state(connector, queue_name, task_id) == "active"
+    assert await connector.client.zscore(key(queue_name, "lease"), task_id) is not None
+    assert elapsed < 10
+    finish.set()
+
+
+async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
+    return await task_state(connector, queue, task_id) == state
+
+
+async def _lease_is(connector: Connector, queue: str, task_id: str, score: int) -> bool:
+    return await connector.client.zscore(key(queue, "lease"), task_id) == score
+
+
+async def _has_worker(connector: Connector, workers_key: str, task_id: str) -> bool:
+    return bool(await connector.client.hexists(workers_key, task_id))

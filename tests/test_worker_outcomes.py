@@ -1,0 +1,293 @@
+"""What a worker leaves in Redis after each kind of outcome, on both topologies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from asyncq import (
+    Client,
+    Connector,
+    RevokeTask,
+    ServeMux,
+    SkipRetry,
+    Task,
+    TaskIdConflictError,
+)
+from asyncq._broker.rdb import utc_date
+from asyncq.testing import ManualClock, eventually
+from tests.worker_helpers import counter, key, running_server, task_message, task_state
+
+# The tutorial's notifications:email task exactly as Go's asynq v0.24.1 wrote it.
+GO_MSG = bytes.fromhex(
+    "0a136e6f74696669636174696f6e733a656d61696c12157b22746f223a3132332c2266726f6d22"
+    "3a3435367d1a2430636162323662652d303231322d343733332d383031362d6462386165313630"
+    "39353237220d6e6f74696669636174696f6e73281940880e"
+)
+GO_ID = "0cab26be-0212-4733-8016-db8ae1609527"
+
+
+async def _clear(connector: Connector, queue: str) -> None:
+    async for name in connector.client.scan_iter(match=key(queue, "*")):
+        await connector.client.delete(name)
+
+
+async def test_task_written_by_go_is_run_and_leaves_asynqs_state(connector: Connector) -> None:
+    queue = "notifications"
+    await _clear(connector, queue)
+    await connector.client.hset(
+        key(queue, f"t:{GO_ID}"),
+        mapping={"msg": GO_MSG, "state": "pending", "pending_since": str(time.time_ns())},
+    )
+    await connector.client.lpush(key(queue, "pending"), GO_ID)
+    seen: list[tuple[str, object, str]] = []
+    mux = ServeMux()
+
+    @mux.handler("notifications:email")
+    async def send_email(task: Task) -> None:
+        seen.append((task.id, task.json(), task.queue))
+
+    try:
+        async with running_server(connector, mux, {queue: 1}):
+            await eventually(lambda: counter(connector, key(queue, "processed")), what="processed")
+        assert seen == [(GO_ID, {"to": 123, "from": 456}, queue)]
+        names = sorted(
+            [k.decode() async for k in connector.client.scan_iter(match=key(queue, "*"))]
+        )
+        today = key(queue, f"processed:{utc_date(time.time())}")
+        assert names == sorted([key(queue, "processed"), today])
+        assert await counter(connector, key(queue, "processed")) == 1
+        assert await counter(connector, today) == 1
+        ttl = await connector.client.ttl(today)
+        assert 90 * 86400 - 120 <= ttl <= 90 * 86400
+    finally:
+        await _clear(connector, queue)
+
+
+async def test_retry_then_success_with_backoff_on_a_moved_clock(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    calls: list[int] = []
+    mux = ServeMux()
+
+    @mux.handler("flaky")
+    async def flaky(task: Task) -> None:
+        calls.append(task.retried)
+        if task.retried == 0:
+            raise RuntimeError("boom")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("flaky"), queue=queue_name, max_retry=3)
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        msg = await task_message(connector, queue_name, info.id)
+        assert (msg.retried, msg.error_msg, msg.last_failed_at) == (
+            1,
+            "RuntimeError: boom",
+            int(clock.time()),
+        )
+        score = await connector.client.zscore(key(queue_name, "retry"), info.id)
+        assert clock.time() + 15 - 1 <= score <= clock.time() + 15 + 29  # n**4 + 15 + rand*(n+1)
+        assert await counter(connector, key(queue_name, "failed")) == 1
+        assert await counter(connector, key(queue_name, "processed")) == 1
+        clock.advance(60)  # the retry is due: the forwarder moves it, the worker runs it
+        await eventually(lambda: _gone(connector, queue_name, info.id))
+    assert calls == [0, 1]
+    assert await counter(connector, key(queue_name, "processed")) == 2
+    assert await counter(connector, key(queue_name, "failed")) == 1
+
+
+async def test_last_retry_archives_with_the_error(connector: Connector, queue_name: str) -> None:
+    mux = ServeMux()
+
+    @mux.handler("doomed")
+    async def doomed(task: Task) -> None:
+        raise ValueError("bad input 42")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("doomed"), queue=queue_name, max_retry=0)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "archived"))
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg == "ValueError: bad input 42" and msg.retried == 0
+    assert await connector.client.zscore(key(queue_name, "archived"), info.id) is not None
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
+async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str) -> None:
+    mux = ServeMux()
+
+    @mux.handler("skip")
+    async def skip(task: Task) -> None:
+        raise SkipRetry("not worth retrying")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("skip"), queue=queue_name, max_retry=10)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "archived"))
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg == "SkipRetry: not worth retrying" and msg.retried == 0
+
+
+async def test_revoke_task_drops_it_without_retry_or_archive(
+    connector: Connector, queue_name: str
+) -> None:
+    mux = ServeMux()
+
+    @mux.handler("revoke")
+    async def revoke(task: Task) -> None:
+        raise RevokeTask("cancelled by the user")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("revoke"), queue=queue_name)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: _gone(connector, queue_name, info.id))
+    assert await connector.client.zcard(key(queue_name, "archived")) == 0
+    assert await connector.client.zcard(key(queue_name, "retry")) == 0
+    assert await counter(connector, key(queue_name, "processed")) == 1
+    assert await counter(connector, key(queue_name, "failed")) == 0
+
+
+async def test_timeout_cancels_the_handler_and_retries(
+    connector: Connector, queue_name: str
+) -> None:
+    cancelled = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("slow")
+    async def slow(task: Task) -> None:
+        try:
+            await asyncio.Event().wait()  # never set: only the timeout ends this
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("slow"), queue=queue_name, timeout=1)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"), within=10)
+    assert cancelled.is_set()
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg.startswith("TaskDeadlineExceededError") and msg.retried == 1
+
+
+async def test_passed_deadline_fails_without_running_long(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    started: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("late")
+    async def late(task: Task) -> None:
+        started.append(task.id)
+        await asyncio.Event().wait()
+
+    deadline = datetime.fromtimestamp(clock.time() + 100, UTC)
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("late"), queue=queue_name, deadline=deadline)
+    clock.advance(200)  # the worker's "now" is past the deadline when it dequeues
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg.startswith("TaskDeadlineExceededError")
+
+
+async def test_unknown_task_type_is_a_failure(connector: Connector, queue_name: str) -> None:
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("nobody:handles"), queue=queue_name)
+    async with running_server(connector, ServeMux(), {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg == (
+        "HandlerNotFoundError: no handler is registered for task type 'nobody:handles'"
+    )
+
+
+async def test_error_inside_middleware_is_recorded(connector: Connector, queue_name: str) -> None:
+    mux = ServeMux()
+    reported: list[str] = []
+
+    def auth(next_handler):  # type: ignore[no-untyped-def]
+        async def check(task: Task) -> None:
+            if "token" not in task.headers:
+                raise PermissionError("missing token")
+            await next_handler(task)
+
+        return check
+
+    mux.use(auth)
+
+    @mux.handler("guarded")
+    async def guarded(task: Task) -> None:
+        pass
+
+    async def on_error(task: Task, error: BaseException) -> None:
+        reported.append(f"{task.type}: {error}")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("guarded"), queue=queue_name)
+    async with running_server(connector, mux, {queue_name: 1}, error_handler=on_error):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg == "PermissionError: missing token"
+    assert reported == ["guarded: missing token"]
+
+
+async def test_retention_keeps_a_completed_task_with_its_result(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    mux = ServeMux()
+
+    @mux.handler("report")
+    async def report(task: Task) -> None:
+        await task.write_result({"rows": 3})
+
+    async with Client(connector) as client:
+        info = await client.enqueue(
+            Task("report"), queue=queue_name, retention=timedelta(hours=1), unique=3600
+        )
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(lambda: _state_is(connector, queue_name, info.id, "completed"))
+        msg = await task_message(connector, queue_name, info.id)
+        assert msg.completed_at == int(clock.time())
+        score = await connector.client.zscore(key(queue_name, "completed"), info.id)
+        assert score == int(clock.time()) + 3600
+        result = await connector.client.hget(key(queue_name, f"t:{info.id}"), "result")
+        assert result == b'{"rows":3}'
+        # Success released the unique lock, so the same task may be enqueued again...
+        async with Client(connector) as client:
+            await client.enqueue(Task("report"), queue=queue_name, unique=3600, task_id="again")
+            # ...but the completed task still holds its id.
+            with pytest.raises(TaskIdConflictError):
+                await client.enqueue(Task("report"), queue=queue_name, task_id=info.id)
+        clock.advance(3601)  # retention over: the janitor deletes it
+        await eventually(lambda: _gone(connector, queue_name, info.id))
+    assert await connector.client.zcard(key(queue_name, "completed")) == 0
+
+
+async def test_corrupt_task_data_is_archived_not_lost(
+    connector: Connector, queue_name: str
+) -> None:
+    await connector.client.hset(
+        key(queue_name, "t:broken"), mapping={"msg": b"\xff\xfe not protobuf", "state": "pending"}
+    )
+    await connector.client.lpush(key(queue_name, "pending"), "broken")
+    async with running_server(connector, ServeMux(), {queue_name: 1}):
+        await eventually(lambda: _state_is(connector, queue_name, "broken", "archived"))
+    raw = await connector.client.hget(key(queue_name, "t:broken"), "msg")
+    assert raw == b"\xff\xfe not protobuf"
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
+async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
+    return await task_state(connector, queue, task_id) == state
+
+
+async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
+    return not await connector.client.exists(key(queue, f"t:{task_id}"))

@@ -1,0 +1,54 @@
+"""Shared helpers for the worker tests: a server that runs for one block, and Redis reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asyncq import Connector, ServeMux, Server
+from asyncq._broker.message import decode_message
+from asyncq._proto.asynq_pb2 import TaskMessage
+
+# Short intervals so that tests notice changes quickly; behaviour is the same.
+FAST = {
+    "task_check_interval": 0.01,
+    "delayed_task_check_interval": 0.02,
+    "janitor_interval": 0.02,
+    "heartbeat_interval": 0.1,
+    "shutdown_timeout": 2.0,
+}
+
+
+@asynccontextmanager
+async def running_server(
+    connector: Connector, mux: ServeMux, queues: dict[str, int], **options: Any
+) -> AsyncIterator[Server]:
+    """A Server serving ``queues`` for the duration of the block, then shut down."""
+    settings = {**FAST, **options}
+    server = Server(connector, queues=queues, **settings)
+    await server.start(mux)
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+def key(queue: str, suffix: str) -> str:
+    return f"asynq:{{{queue}}}:{suffix}"
+
+
+async def task_state(connector: Connector, queue: str, task_id: str) -> str | None:
+    raw = await connector.client.hget(key(queue, f"t:{task_id}"), "state")
+    return raw.decode() if raw is not None else None
+
+
+async def task_message(connector: Connector, queue: str, task_id: str) -> TaskMessage:
+    raw = await connector.client.hget(key(queue, f"t:{task_id}"), "msg")
+    assert raw is not None, f"task {task_id} has no hash"
+    return decode_message(raw)
+
+
+async def counter(connector: Connector, name: str) -> int:
+    raw = await connector.client.get(name)
+    return int(raw) if raw is not None else 0
