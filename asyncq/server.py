@@ -137,7 +137,7 @@ class Server:
             self._runner.result()  # raises what stopped it
             raise RuntimeError("the server stopped while starting")
         self.config.logger.info(
-            "asyncq: server %s serving %s with concurrency %d",
+            "server %s serving %s with concurrency %d",
             self.identity.server_id,
             ", ".join(f"{q} (priority {p})" for q, p in self.router.priorities.items()),
             self.config.concurrency,
@@ -187,7 +187,7 @@ class Server:
             waiter = asyncio.ensure_future(stop_requested.wait())
             await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            self.config.logger.info("asyncq: shutting down")
+            self.config.logger.info("shutting down")
             await self.shutdown()
         finally:
             for signum in handled:
@@ -227,7 +227,7 @@ class Server:
         if not len(self._jobs):
             return
         self.config.logger.warning(
-            "asyncq: shutdown timeout: cancelling %d running task(s) and requeueing them",
+            "shutdown timeout: cancelling %d running task(s) and requeueing them",
             len(self._jobs),
         )
         for job in self._jobs:

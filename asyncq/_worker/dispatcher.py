@@ -114,9 +114,7 @@ class Dispatcher:
                 found = await self._fetch(wanted, lease_expiry)
             except AsyncqError as error:
                 self.slots.give(wanted)
-                self.logger.error(
-                    "asyncq: dequeue failed (%s); retrying in %.0fs", error, ERROR_BACKOFF
-                )
+                self.logger.error("dequeue failed (%s); retrying in %.0fs", error, ERROR_BACKOFF)
                 await _first_of(self._stop, at_most=ERROR_BACKOFF)
                 continue
             if len(found) < wanted:
@@ -168,11 +166,11 @@ class Dispatcher:
         self, keys: QueueKeys, task_id: str, raw: bytes, error: TaskDecodeError
     ) -> None:
         # The bytes are kept as they are: nothing is lost, and an operator can look.
-        self.logger.error("asyncq: archiving task %s: %s", task_id, error)
+        self.logger.error("archiving task %s: %s", task_id, error)
         try:
             await self.broker.archive(keys, task_id, raw, now=self.clock.time())
         except AsyncqError as write_error:
-            self.logger.error("asyncq: could not archive corrupt task %s: %s", task_id, write_error)
+            self.logger.error("could not archive corrupt task %s: %s", task_id, write_error)
 
     # -- one task ----------------------------------------------------------------------------
 
@@ -182,7 +180,7 @@ class Dispatcher:
             if job.stop_reason is StopReason.SHUTDOWN:
                 await self.finisher.requeue(job)
             elif job.stop_reason is not None:
-                self.logger.warning("asyncq: task %s stopped (%s)", job.id, job.stop_reason.value)
+                self.logger.warning("task %s stopped (%s)", job.id, job.stop_reason.value)
             elif error is None:
                 await self.finisher.succeed(job)
             else:

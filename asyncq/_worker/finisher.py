@@ -139,7 +139,7 @@ class Finisher:
         try:
             return bool(self.config.is_failure(error))
         except Exception:
-            self.logger.exception("asyncq: is_failure raised; counting the error as a failure")
+            self.logger.exception("is_failure raised; counting the error as a failure")
             return True
 
     def _retry_delay(self, msg: TaskMessage, error: BaseException) -> float:
@@ -151,7 +151,7 @@ class Finisher:
                 raise ValueError(f"negative retry delay {seconds}")
             return seconds
         except Exception:
-            self.logger.exception("asyncq: retry_delay failed; using the default backoff")
+            self.logger.exception("retry_delay failed; using the default backoff")
             return default_retry_delay(msg.retried, error, task)
 
     async def _report(self, job: Job, error: BaseException) -> None:
@@ -163,7 +163,7 @@ class Finisher:
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            self.logger.exception("asyncq: error_handler raised while reporting task %s", job.id)
+            self.logger.exception("error_handler raised while reporting task %s", job.id)
 
     async def _write(self, job: Job | None, what: str, op: Callable[[], Awaitable[bool]]) -> bool:
         """Run ``op`` until it succeeds or the job's lease runs out."""
@@ -171,7 +171,7 @@ class Finisher:
         while True:
             if job is not None and not job.lease_valid(self.clock.time()):
                 self.logger.warning(
-                    "asyncq: lease of task %s ran out before it could be marked %s; "
+                    "lease of task %s ran out before it could be marked %s; "
                     "the recoverer will take it back",
                     job.id,
                     what,
@@ -182,15 +182,13 @@ class Finisher:
             except (ConnectionFailedError, RedisError, OSError) as error:
                 if job is None:
                     raise
-                self.logger.warning(
-                    "asyncq: could not mark task %s %s (%s); retrying", job.id, what, error
-                )
+                self.logger.warning("could not mark task %s %s (%s); retrying", job.id, what, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             if not written:
                 self.logger.warning(
-                    "asyncq: task %s was no longer held by this worker when it was to be marked %s",
+                    "task %s was no longer held by this worker when it was to be marked %s",
                     job.id if job else "?",
                     what,
                 )

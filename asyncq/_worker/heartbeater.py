@@ -65,7 +65,7 @@ class Heartbeater(PeriodicComponent):
         try:
             await clear_server_state(self.broker.connector, self.ident)
         except AsyncqError as error:
-            self.logger.warning("asyncq: could not clear the server's records: %s", error)
+            self.logger.warning("could not clear the server's records: %s", error)
 
     async def _tick(self) -> None:
         await self._extend_leases()
@@ -82,7 +82,7 @@ class Heartbeater(PeriodicComponent):
             for job in jobs:
                 if job not in keep and job.lease_valid(now):
                     self.logger.error(
-                        "asyncq: handler of task %s ignores cancellation past its deadline; "
+                        "handler of task %s ignores cancellation past its deadline; "
                         "its lease will expire and the task will be retried",
                         job.id,
                     )
@@ -91,7 +91,7 @@ class Heartbeater(PeriodicComponent):
                     self.broker.keys(queue), [j.id for j in keep], expiry
                 )
             except AsyncqError as error:
-                self.logger.warning("asyncq: could not extend leases in %s: %s", queue, error)
+                self.logger.warning("could not extend leases in %s: %s", queue, error)
             else:
                 for job in keep:
                     job.lease_expiry = float(expiry)

@@ -47,8 +47,8 @@ class Recoverer(PeriodicComponent):
         try:
             msg = decode_message(raw, where=keys.name)
         except TaskDecodeError as error:
-            self.logger.error("asyncq: cannot recover a task of %s: %s", keys.name, error)
+            self.logger.error("cannot recover a task of %s: %s", keys.name, error)
             return
         lost = LeaseExpiredError(f"task {msg.id} lost its worker (lease expired)")
         if await self.finisher.retry_or_archive(keys, msg, lost):
-            self.logger.warning("asyncq: recovered task %s of queue %s", msg.id, keys.name)
+            self.logger.warning("recovered task %s of queue %s", msg.id, keys.name)

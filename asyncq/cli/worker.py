@@ -41,7 +41,9 @@ def load_target(target: str) -> ServeMux:
             f"module {module_name!r} has no attribute {attribute!r}"
         ) from None
     if not isinstance(mux, ServeMux):
-        raise click.ClickException(f"{target} is a {type(mux).__name__}, not an asyncq.ServeMux")
+        raise click.ClickException(
+            f"{target} is of type {type(mux).__name__}, not an asyncq.ServeMux"
+        )
     return mux
 
 

@@ -1,0 +1,5 @@
+"""``python -m asyncq`` runs the ``asyncq`` command line."""
+
+from asyncq.cli import main
+
+main()

@@ -1,0 +1,220 @@
+"""Real worker processes: SIGKILL mid-task loses nothing, SIGTERM requeues, bad targets fail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncq import Client, Connector, RedisClusterConnector, ServeMux, Task
+from asyncq.testing import eventually
+from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
+from tests.worker_helpers import counter, key, running_server, task_message, task_state
+
+APP = textwrap.dedent(
+    """
+    import asyncio, os, pathlib
+    import asyncq
+
+    MARKS = pathlib.Path(os.environ["ASYNCQ_TEST_MARKS"])
+    mux = asyncq.ServeMux()
+
+    @mux.handler("endless")
+    async def endless(task):
+        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
+        await asyncio.sleep(3600)
+
+    @mux.handler("quick")
+    async def quick(task):
+        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
+        await asyncio.sleep(0.5)
+        (MARKS / f"finished-{task.id}").write_text("done")
+    """
+)
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "marks").mkdir()
+    return tmp_path
+
+
+def target_args(connector: Connector, request: pytest.FixtureRequest) -> list[str]:
+    if isinstance(connector, RedisClusterConnector):
+        cluster: ClusterTarget = request.getfixturevalue("redis_cluster")
+        return ["--cluster-nodes", ",".join(cluster.seeds)]
+    server: StandaloneTarget = request.getfixturevalue("redis_server")
+    return ["--redis-url", server.url]
+
+
+StartWorker = Callable[..., "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def start_worker(app_dir: Path) -> Iterator[StartWorker]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "ASYNCQ_TEST_MARKS": str(app_dir / "marks")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asyncq", "worker", "app:mux", "--poll-interval", "0.02", *args],
+            cwd=app_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+async def test_sigkill_mid_task_the_task_runs_again_elsewhere(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("endless"), queue=queue_name, max_retry=5)
+    proc = start_worker(
+        *target_args(connector, request),
+        "-q",
+        f"{queue_name}=1",
+        "--lease-duration",
+        "2",
+        "--heartbeat-interval",
+        "0.5",
+    )
+    mark = app_dir / "marks" / f"started-{info.id}"
+    await eventually(mark.exists, within=20, what="the first worker to start the task")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert await task_state(connector, queue_name, info.id) == "active"
+
+    reran: list[int] = []
+    mux = ServeMux()
+
+    @mux.handler("endless")
+    async def finish(task: Task) -> None:
+        reran.append(task.retried)
+
+    async with running_server(
+        connector,
+        mux,
+        {queue_name: 1},
+        lease_duration=2,
+        heartbeat_interval=0.5,
+        recoverer_interval=0.2,
+        retry_delay=lambda n, error, task: 0,
+    ):
+        await eventually(lambda: reran == [1], within=20, what="the second worker to rerun it")
+        await eventually(lambda: _gone(connector, queue_name, info.id))
+    assert await counter(connector, key(queue_name, "failed")) == 1  # the lost lease
+
+
+async def test_sigterm_finishes_quick_tasks_and_requeues_the_rest(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    async with Client(connector) as client:
+        quick = await client.enqueue(Task("quick"), queue=queue_name)
+        endless = await client.enqueue(Task("endless"), queue=queue_name)
+    proc = start_worker(
+        *target_args(connector, request),
+        "-q",
+        f"{queue_name}=1",
+        "--concurrency",
+        "2",
+        "--shutdown-timeout",
+        "2",
+    )
+    marks = app_dir / "marks"
+    await eventually(
+        lambda: (
+            (marks / f"started-{quick.id}").exists() and (marks / f"started-{endless.id}").exists()
+        ),
+        within=20,
+    )
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert (marks / f"finished-{quick.id}").exists()
+    assert not await connector.client.exists(key(queue_name, f"t:{quick.id}"))
+    assert await task_state(connector, queue_name, endless.id) == "pending"
+    assert await connector.client.lrange(key(queue_name, "pending"), 0, -1) == [endless.id.encode()]
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    servers = await connector.client.zrange("asynq:servers", 0, -1)
+    assert not [s for s in servers if f":{proc.pid}:".encode() in s]
+    msg = await task_message(connector, queue_name, endless.id)
+    assert msg.retried == 0  # a requeue is not a failure
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("app", "must look like module:attribute"),
+        ("missing_module:mux", "cannot import module 'missing_module'"),
+        ("app:nothing", "module 'app' has no attribute 'nothing'"),
+        ("app:APP_VALUE", "is of type int, not an asyncq.ServeMux"),
+    ],
+)
+def test_wrong_target_exits_with_one_readable_line(
+    app_dir: Path, target: str, message: str
+) -> None:
+    (app_dir / "app.py").write_text("APP_VALUE = 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncq", "worker", target],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unreachable_redis_exits_with_a_clear_error(app_dir: Path) -> None:
+    from asyncq.testing.servers import free_port
+
+    (app_dir / "app.py").write_text("import asyncq\nmux = asyncq.ServeMux()\n")
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asyncq",
+            "worker",
+            "app:mux",
+            "--redis-url",
+            f"redis://127.0.0.1:{port}/0",
+        ],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"could not reach Redis at 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
+    return not await connector.client.exists(key(queue, f"t:{task_id}"))
