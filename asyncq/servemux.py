@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from asyncq.errors import HandlerNotFoundError
 from asyncq.task import Task
 
-__all__ = ["Handler", "Middleware", "ServeMux"]
+__all__ = ["Handler", "Middleware", "ServeMux", "is_async_callable"]
 
 Handler = Callable[[Task], Awaitable[None]]
 """A coroutine function that processes one task; raising means the task failed."""
@@ -17,7 +17,10 @@ Middleware = Callable[[Handler], Handler]
 """Wraps a handler into another (logging, metrics, tracing, ...)."""
 
 
-def _is_async(fn: object) -> bool:
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives an awaitable: an ``async def`` or an object with one."""
+    if inspect.isclass(fn):
+        return False  # calling a class builds an instance, it does not run a handler
     if inspect.iscoroutinefunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
@@ -53,7 +56,7 @@ class ServeMux:
             raise ValueError(f"handler pattern must be a non-blank str, got {pattern!r}")
         if pattern in self._handlers:
             raise ValueError(f"a handler for {pattern!r} is already registered")
-        if not _is_async(handler):
+        if not is_async_callable(handler):
             raise TypeError(
                 f"handler for {pattern!r} must be a coroutine function (async def), got "
                 f"{handler!r}; asyncq awaits handlers on its event loop. For blocking code, "

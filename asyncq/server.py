@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from asyncq._broker.rdb import Broker
+from asyncq._broker.servers import clear_server_state
 from asyncq._clock import Clock
 from asyncq._cluster.connector import Connector
 from asyncq._cluster.router import QueueRouter
@@ -34,7 +35,7 @@ from asyncq._worker.heartbeater import Heartbeater, new_identity
 from asyncq._worker.jobs import JobBook, StopReason
 from asyncq._worker.maintenance import Forwarder, HealthChecker, Janitor
 from asyncq._worker.recoverer import Recoverer
-from asyncq.servemux import Handler
+from asyncq.servemux import Handler, is_async_callable
 
 __all__ = ["Server"]
 
@@ -125,8 +126,10 @@ class Server:
         """Connect and start serving in the background; returns once the server runs."""
         if self._runner is not None:
             raise RuntimeError("this server was already started")
-        if not callable(handler):
-            raise TypeError(f"handler must be a ServeMux or an async function, got {handler!r}")
+        if not is_async_callable(handler):
+            raise TypeError(
+                f"handler must be a ServeMux or an async function (async def), got {handler!r}"
+            )
         await self.connector.connect()
         self._runner = asyncio.create_task(self._serve(handler), name="asyncq-server")
         ready = asyncio.ensure_future(self._ready.wait())
@@ -160,6 +163,9 @@ class Server:
         if self._shutdown_started or self._runner is None:
             return
         self._shutdown_started = True
+        if self._runner.done():
+            await self._after_crash()
+            return
         assert self._dispatcher is not None and self._heartbeater is not None
         forwarder, recoverer, janitor, *others = self._components
         await forwarder.stop()
@@ -170,6 +176,16 @@ class Server:
         await self._heartbeater.stop()
         self._release.set()
         await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
+        await self.connector.aclose()
+
+    async def _after_crash(self) -> None:
+        """The server's task group ended by itself (a bug): tidy up and say why."""
+        assert self._runner is not None
+        error = None if self._runner.cancelled() else self._runner.exception()
+        self.config.logger.error("the server stopped unexpectedly: %r", error)
+        if self._heartbeater is not None:
+            with contextlib.suppress(Exception):
+                await clear_server_state(self.connector, self.identity)
         await self.connector.aclose()
 
     async def run(self, handler: Handler) -> None:
@@ -187,6 +203,10 @@ class Server:
             waiter = asyncio.ensure_future(stop_requested.wait())
             await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+            if self._runner.done():
+                await self.shutdown()
+                self._runner.result()  # re-raise what ended the server
+                raise RuntimeError("the server stopped unexpectedly")
             self.config.logger.info("shutting down")
             await self.shutdown()
         finally:

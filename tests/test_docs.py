@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 # Pages whose blocks form a complete program (they call asyncio.run themselves).
-RUNNABLE_PAGES = ["quickstart.md"]
+RUNNABLE_PAGES = ["quickstart.md", "handlers.md"]
 
 
 def python_blocks(page: str) -> list[str]:
@@ -43,3 +43,17 @@ def test_testing_page_example_is_a_working_test(tmp_path: Path) -> None:
         ["-q", "-p", "no:cacheprovider", str(test_file), "--rootdir", str(tmp_path)]
     )
     assert result == pytest.ExitCode.OK
+
+
+def test_cli_page_shows_the_current_help() -> None:
+    """docs/cli.md shows the CLI's own --help; regenerate it with scripts/cli_docs.py."""
+    import importlib.util
+
+    path = DOCS.parent / "scripts" / "cli_docs.py"
+    spec = importlib.util.spec_from_file_location("cli_docs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (DOCS / "cli.md").read_text()
+    assert "<!-- help: asyncq worker -->" in page
+    assert module.render(page) == page, "docs/cli.md is stale: run python scripts/cli_docs.py"

@@ -48,7 +48,7 @@ class QueueRouter:
     def order(self) -> list[str]:
         """The queues in the order to try them this time."""
         if self.strict or len(self._strict_order) == 1:
-            return self._strict_order
+            return list(self._strict_order)
         # Weighted sampling without replacement (Efraimidis-Spirakis): the same
         # distribution as asynq's "repeat each name priority times, shuffle, dedupe".
         rand = self._rng.random

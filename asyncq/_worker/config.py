@@ -54,6 +54,10 @@ def seconds(name: str, value: timedelta | float, *, minimum: float = 0.0) -> flo
     return float(value)
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _always_failure(error: BaseException) -> bool:
     return True
 
@@ -83,9 +87,11 @@ class ServerConfig:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("asyncq.server"))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise InvalidOptionError(f"concurrency must be >= 1, got {self.concurrency!r}")
-        if not 1 <= self.janitor_batch_size <= 10_000:
+        if not _whole(self.concurrency) or self.concurrency < 1:
+            raise InvalidOptionError(
+                f"concurrency must be a whole number >= 1, got {self.concurrency!r}"
+            )
+        if not _whole(self.janitor_batch_size) or not 1 <= self.janitor_batch_size <= 10_000:
             raise InvalidOptionError("janitor_batch_size must be between 1 and 10000")
         if self.heartbeat_interval * 2 > self.lease_duration:
             raise InvalidOptionError(

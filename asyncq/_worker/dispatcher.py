@@ -177,17 +177,24 @@ class Dispatcher:
     async def _run(self, job: Job) -> None:
         try:
             error = await self._call_handler(job)
-            if job.stop_reason is StopReason.SHUTDOWN:
-                await self.finisher.requeue(job)
-            elif job.stop_reason is not None:
-                self.logger.warning("task %s stopped (%s)", job.id, job.stop_reason.value)
-            elif error is None:
-                await self.finisher.succeed(job)
-            else:
-                await self.finisher.fail(job, error)
+            await self._finish(job, error)
+        except Exception:
+            # A bug or an unexpected reply while writing: leave the task to the recoverer
+            # rather than let one task bring the whole server down.
+            self.logger.exception("could not record the outcome of task %s", job.id)
         finally:
             self.jobs.remove(job)
             self.slots.give(1)
+
+    async def _finish(self, job: Job, error: BaseException | None) -> None:
+        if job.stop_reason is StopReason.SHUTDOWN:
+            await self.finisher.requeue(job)
+        elif job.stop_reason is not None:
+            self.logger.warning("task %s stopped (%s)", job.id, job.stop_reason.value)
+        elif error is None:
+            await self.finisher.succeed(job)
+        else:
+            await self.finisher.fail(job, error)
 
     async def _call_handler(self, job: Job) -> BaseException | None:
         """Await the handler under the task's deadline; return what it raised, if anything."""
@@ -196,10 +203,14 @@ class Dispatcher:
         try:
             async with scope:
                 await self.handler(job.task)
-        except asyncio.CancelledError:
-            if job.stop_reason is None:
-                raise  # the server itself is being torn down
+        except asyncio.CancelledError as error:
             current = asyncio.current_task()
+            if job.stop_reason is None:
+                if current is not None and current.cancelling() == 0:
+                    # Raised inside the handler (an inner task it awaited was cancelled):
+                    # an ordinary failure, not a request to stop.
+                    return error
+                raise  # the server itself is being torn down
             if current is not None:
                 current.uncancel()
             return None
@@ -209,10 +220,11 @@ class Dispatcher:
                     f"task {job.id} ran past its deadline ({remaining:.1f}s) and was cancelled"
                 )
             return error
-        except Exception as error:
-            return error
+        except (Exception, SystemExit) as error:
+            return error  # a handler calling sys.exit() fails its task, not the server
         finally:
             job.in_handler = False
+            job.task._result_writer = None  # asynq refuses results once the handler is done
         if scope.expired():
             # The handler swallowed the cancellation and returned late: still a timeout.
             return TaskDeadlineExceededError(f"task {job.id} ignored cancellation at its deadline")

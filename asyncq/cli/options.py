@@ -29,9 +29,19 @@ def connection_options(fn: F) -> F:
             envvar="ASYNCQ_REDIS_URL",
             help=f"One Redis, redis:// or rediss:// [env ASYNCQ_REDIS_URL; default {DEFAULT_URL}].",
         ),
-        click.option("--username", envvar="ASYNCQ_REDIS_USERNAME", help="Redis ACL user name."),
-        click.option("--password", envvar="ASYNCQ_REDIS_PASSWORD", help="Redis password."),
-        click.option("--tls", is_flag=True, envvar="ASYNCQ_REDIS_TLS", help="Use TLS (cluster)."),
+        click.option(
+            "--username", envvar="ASYNCQ_REDIS_USERNAME", show_envvar=True, help="Redis ACL user."
+        ),
+        click.option(
+            "--password", envvar="ASYNCQ_REDIS_PASSWORD", show_envvar=True, help="Redis password."
+        ),
+        click.option(
+            "--tls",
+            is_flag=True,
+            envvar="ASYNCQ_REDIS_TLS",
+            show_envvar=True,
+            help="Use TLS (cluster).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -48,6 +58,8 @@ def make_connector(
     """The connector the options describe (``--cluster-nodes`` or ``--redis-url``, not both)."""
     if cluster_nodes and redis_url:
         raise click.UsageError("give --cluster-nodes or --redis-url, not both")
+    if tls and not cluster_nodes:
+        raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
     if cluster_nodes:
         return RedisClusterConnector(cluster_nodes, username=username, password=password, tls=tls)
     return RedisConnector(redis_url or DEFAULT_URL, username=username, password=password)

@@ -57,6 +57,8 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, int]:
             raise click.BadParameter(
                 f"{value!r} is not NAME=PRIORITY with a priority >= 1", param_hint="--queue"
             )
+        if name in queues:
+            raise click.BadParameter(f"queue {name!r} is given twice", param_hint="--queue")
         queues[name] = int(priority)
     return queues or {"default": 1}
 
@@ -69,6 +71,7 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, int]:
     "--concurrency",
     type=click.IntRange(min=1),
     envvar="ASYNCQ_CONCURRENCY",
+    show_envvar=True,
     help="Tasks run at once [default: CPU count].",
 )
 @click.option(
@@ -173,6 +176,6 @@ async def _serve(server: Server, mux: ServeMux) -> None:
         await server.connector.aclose()
     # Handlers that ignored cancellation may still be pending; asyncio.run would wait on
     # them forever while it cleans up, so the process ends itself after a grace period.
-    timer = threading.Timer(EXIT_GRACE, os._exit, args=(0,))
+    timer = threading.Timer(EXIT_GRACE, os._exit, args=(1,))
     timer.daemon = True
     timer.start()
