@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Unpack
 
+from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import new_message
-from asyncq._broker.rdb import DUPLICATE, ID_CONFLICT, Broker
+from asyncq._broker.rdb import DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
-from asyncq._options import EnqueueOptions, ResolvedOptions, resolve
+from asyncq._coalesce import Coalescer
+from asyncq._options import EnqueueOptions, ResolvedOptions, check_names, resolve
 from asyncq.errors import DuplicateTaskError, TaskIdConflictError
 from asyncq.task import Task, TaskInfo, TaskState
 
-__all__ = ["Client"]
+__all__ = ["Client", "EnqueueResult"]
+
+BATCH_SIZE = 1000  # tasks per script call in enqueue_many: big enough, far below Redis limits
+
+TaskItem = Task | tuple[Task, Mapping[str, object]]
 
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """One task's outcome in ``enqueue_many``: its ``info``, or the ``error`` that stopped it."""
+
+    task: Task
+    info: TaskInfo | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the task was stored."""
+        return self.error is None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A task checked and encoded, ready to be written."""
+
+    task: Task
+    opts: ResolvedOptions
+    keys: QueueKeys
+    msg: bytes
+    unique_key: str
+    state: TaskState
+    process_at: float
+    now_ns: int
+
+    @property
+    def plain(self) -> bool:
+        """A plain pending task: the kind that travels in batches."""
+        return self.state is TaskState.PENDING and not self.unique_key
 
 
 class Client:
@@ -26,12 +69,15 @@ class Client:
 
     The client connects its connector on entry and releases it on exit; a
     connector may be shared with a server or an inspector in the same process.
+    Plain enqueues made at the same moment (a busy web app) share round trips:
+    the first goes out at once, the ones that arrive meanwhile go out together.
     """
 
     def __init__(self, connector: Connector, *, clock: Clock | None = None) -> None:
         self.connector = connector
         self._broker = Broker(connector)
         self._clock: Clock = clock or SystemClock()
+        self._batchers: dict[str, Coalescer[tuple[str, bytes], int]] = {}
 
     async def __aenter__(self) -> Client:
         await self.connector.connect()
@@ -49,6 +95,8 @@ class Client:
         """Release the connector (closed when its last user is done)."""
         await self.connector.aclose()
 
+    # -- enqueue -----------------------------------------------------------------------------
+
     async def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Store ``task`` in its queue and return what was stored.
 
@@ -62,8 +110,48 @@ class Client:
         ``DuplicateTaskError`` while a unique lock is held, ``TaskIdConflictError`` if
         the id is taken, and ``ConnectionFailedError`` if Redis stays unreachable.
         """
+        prepared = self._prepare(task, options)
+        await self._broker.register_queue(prepared.opts.queue)
+        if prepared.plain:
+            code = await self._batcher(prepared.keys).submit((prepared.opts.task_id, prepared.msg))
+        else:
+            code = await self._write_one(prepared)
+        return self._outcome(prepared, code)
+
+    async def enqueue_many(
+        self, tasks: Iterable[TaskItem], **options: Unpack[EnqueueOptions]
+    ) -> list[EnqueueResult]:
+        """Store many tasks with as few round trips as possible; one result per task, in order.
+
+        Each item is a ``Task`` or a ``(Task, options)`` pair whose options override
+        the call's. Plain tasks are sent in batches, one script call per queue and
+        batch (so per node), queues in parallel; unique, scheduled and grouped tasks
+        are sent one by one, concurrently. A task refused (bad option, duplicate, id
+        taken) or lost to a failing node gets its ``error``; the others are unaffected.
+        A bad option of the call itself raises at once, before anything is written.
+        """
+        check_names(options)
+        results: list[EnqueueResult | None] = []
+        ready: list[tuple[int, _Prepared]] = []
+        for index, item in enumerate(tasks):
+            task, own = item if isinstance(item, tuple) else (item, {})
+            try:
+                ready.append((index, self._prepare(task, {**options, **own})))
+                results.append(None)
+            except (ValueError, TypeError) as error:
+                if not own:  # the call's own options are wrong: nothing is written
+                    raise
+                results.append(EnqueueResult(task=task, error=error))
+        for queue in {p.opts.queue for _, p in ready}:
+            await self._broker.register_queue(queue)
+        await self._write_many(ready, results)
+        return [r for r in results if r is not None]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _prepare(self, task: Task, options: Mapping[str, object]) -> _Prepared:
         if not isinstance(task, Task):
-            raise TypeError(f"enqueue() takes an asyncq.Task, got {type(task).__name__}")
+            raise TypeError(f"expected an asyncq.Task, got {type(task).__name__}")
         now_ns = self._clock.time_ns()
         now = now_ns / 1e9
         opts = resolve(options, now)
@@ -82,51 +170,100 @@ class Client:
             group=opts.group,
             headers=task.headers,
         ).SerializeToString()
-
-        await self._broker.register_queue(opts.queue)
         if opts.process_at is not None and opts.process_at > now:
-            state = TaskState.SCHEDULED
-            process_at = opts.process_at
-            code = await self._broker.schedule(
-                keys, opts.task_id, msg, int(process_at), opts.group, unique_key, opts.unique_ttl
-            )
+            state, process_at = TaskState.SCHEDULED, opts.process_at
         elif opts.group:
             state, process_at = TaskState.AGGREGATING, now
-            code = await self._broker.add_to_group(
-                keys, opts.task_id, msg, int(now), opts.group, unique_key, opts.unique_ttl
-            )
         else:
             state, process_at = TaskState.PENDING, now
-            code = await self._broker.enqueue(
-                keys, opts.task_id, msg, now_ns, unique_key, opts.unique_ttl
-            )
-        self._raise_for(code, opts, unique_key)
-        return self._info(task, opts, state, process_at, unique_key)
+        return _Prepared(task, opts, keys, msg, unique_key, state, process_at, now_ns)
 
-    @staticmethod
-    def _raise_for(code: int, opts: ResolvedOptions, unique_key: str) -> None:
+    def _batcher(self, keys: QueueKeys) -> Coalescer[tuple[str, bytes], int]:
+        batcher = self._batchers.get(keys.name)
+        if batcher is None:
+
+            async def flush(items: list[tuple[str, bytes]]) -> list[int]:
+                return await self._broker.enqueue_batch(keys, items, self._clock.time_ns())
+
+            batcher = self._batchers[keys.name] = Coalescer(flush)
+        return batcher
+
+    async def _write_one(self, p: _Prepared) -> int:
+        opts = p.opts
+        if p.state is TaskState.SCHEDULED:
+            return await self._broker.schedule(
+                p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
+                opts.unique_ttl,
+            )  # fmt: skip
+        if p.state is TaskState.AGGREGATING:
+            return await self._broker.add_to_group(
+                p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
+                opts.unique_ttl,
+            )  # fmt: skip
+        return await self._broker.enqueue(
+            p.keys, opts.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl
+        )
+
+    async def _write_many(
+        self, ready: list[tuple[int, _Prepared]], results: list[EnqueueResult | None]
+    ) -> None:
+        by_queue: dict[str, list[tuple[int, _Prepared]]] = defaultdict(list)
+        singles: list[tuple[int, _Prepared]] = []
+        for index, prepared in ready:
+            (by_queue[prepared.opts.queue] if prepared.plain else singles).append((index, prepared))
+
+        async def write_queue(group: list[tuple[int, _Prepared]]) -> None:
+            for start in range(0, len(group), BATCH_SIZE):
+                chunk = group[start : start + BATCH_SIZE]
+                keys = chunk[0][1].keys
+                items = [(p.opts.task_id, p.msg) for _, p in chunk]
+                try:
+                    codes = await self._broker.enqueue_batch(keys, items, self._clock.time_ns())
+                except Exception as error:
+                    for index, p in chunk:
+                        results[index] = EnqueueResult(task=p.task, error=error)
+                    continue
+                for (index, p), code in zip(chunk, codes, strict=True):
+                    results[index] = self._result(p, code)
+
+        async def write_single(index: int, prepared: _Prepared) -> None:
+            try:
+                results[index] = self._result(prepared, await self._write_one(prepared))
+            except Exception as error:
+                results[index] = EnqueueResult(task=prepared.task, error=error)
+
+        await asyncio.gather(
+            *(write_queue(group) for group in by_queue.values()),
+            *(write_single(index, prepared) for index, prepared in singles),
+        )
+
+    def _result(self, prepared: _Prepared, code: int) -> EnqueueResult:
+        try:
+            return EnqueueResult(task=prepared.task, info=self._outcome(prepared, code))
+        except (DuplicateTaskError, TaskIdConflictError) as error:
+            return EnqueueResult(task=prepared.task, error=error)
+
+    def _outcome(self, p: _Prepared, code: int) -> TaskInfo:
+        """The TaskInfo of a stored task, or the error its script result means."""
+        opts = p.opts
         if code == DUPLICATE:
-            raise DuplicateTaskError(opts.queue, unique_key)
+            raise DuplicateTaskError(opts.queue, p.unique_key)
         # A generated UUID4 cannot collide: a conflict means the connector re-sent a
         # call that had already succeeded before its reply was lost, so it is success.
         if code == ID_CONFLICT and not opts.generated_id:
             raise TaskIdConflictError(opts.queue, opts.task_id)
-
-    @staticmethod
-    def _info(
-        task: Task, opts: ResolvedOptions, state: TaskState, process_at: float, unique_key: str
-    ) -> TaskInfo:
+        assert code in (ENQUEUED, ID_CONFLICT)
         return TaskInfo(
             id=opts.task_id,
             queue=opts.queue,
-            type=task.type,
-            payload=task.payload,
-            headers=dict(task.headers),
-            state=state,
+            type=p.task.type,
+            payload=p.task.payload,
+            headers=dict(p.task.headers),
+            state=p.state,
             max_retry=opts.max_retry,
             timeout=timedelta(seconds=opts.timeout) if opts.timeout else None,
             deadline=_utc(opts.deadline) if opts.deadline else None,
             group=opts.group,
-            next_process_at=None if state is TaskState.AGGREGATING else _utc(process_at),
+            next_process_at=None if p.state is TaskState.AGGREGATING else _utc(p.process_at),
             retention=timedelta(seconds=opts.retention),
         )

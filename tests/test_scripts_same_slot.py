@@ -15,7 +15,7 @@ import pytest
 from asyncq._broker.scripts import load_script, script_names
 
 TAGGED_KEY = re.compile(r"^asynq:[a-z_:]*(\{[^}]+\})\S*")
-CALL = re.compile(r"redis\.call\(\s*\"(\w+)\"\s*,\s*([^,)]+)")
+CALL = re.compile(r"redis\.p?call\(\s*\"(\w+)\"\s*,\s*([^,)]+)")
 # Commands whose first argument is not a key.
 KEYLESS = {"PUBLISH", "TIME"}
 
@@ -45,7 +45,8 @@ def test_body_uses_only_declared_keys(name: str) -> None:
     script = load_script(name)
     header = script.header
     body = "\n".join(line for line in script.source.splitlines() if not line.startswith("--"))
-    derived_sources = {text.split("..")[0].strip() for text in header.derived}
+    # "ARGV[2] .. id -> asynq:{q}:t:<id>" and "ARGV[3] -> asynq:{q}:wakeup": the ARGV part.
+    derived_sources = {text.split("->")[0].split("..")[0].strip() for text in header.derived}
     for command, first_arg in CALL.findall(body):
         if command.upper() in KEYLESS:
             continue

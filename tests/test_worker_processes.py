@@ -218,3 +218,60 @@ def test_unreachable_redis_exits_with_a_clear_error(app_dir: Path) -> None:
 
 async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
     return not await connector.client.exists(key(queue, f"t:{task_id}"))
+
+
+DIES_BEFORE_ACK = textwrap.dedent(
+    """
+    import os, pathlib, signal
+    import asyncq
+    from asyncq._broker.rdb import Broker
+
+    MARKS = pathlib.Path(os.environ["ASYNCQ_TEST_MARKS"])
+
+    async def die_instead_of_acknowledging(self, *args, **kwargs):
+        # Fault injection: the process dies after the handler returned, before the ack.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Broker.done_many = die_instead_of_acknowledging
+    mux = asyncq.ServeMux()
+
+    @mux.handler("once")
+    async def once(task):
+        (MARKS / f"ran-{task.id}").write_text("1")
+    """
+)
+
+
+async def test_kill_between_handler_return_and_ack_runs_the_task_again(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """At-least-once: a finished task whose acknowledgement was lost is run again."""
+    (app_dir / "app.py").write_text(DIES_BEFORE_ACK)
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("once"), queue=queue_name)
+    proc = start_worker(
+        *target_args(connector, request), "-q", f"{queue_name}=1", "--lease-duration", "2",
+        "--heartbeat-interval", "0.5",
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, output
+    assert (app_dir / "marks" / f"ran-{info.id}").exists()
+    assert await task_state(connector, queue_name, info.id) == "active"  # never acknowledged
+
+    again: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("once")
+    async def once(task: Task) -> None:
+        again.append(task.id)
+
+    async with running_server(
+        connector, mux, {queue_name: 1}, lease_duration=2, heartbeat_interval=0.5,
+        recoverer_interval=0.2, retry_delay=lambda n, error, task: 0,
+    ):  # fmt: skip
+        await eventually(lambda: again == [info.id], within=20)
+        await eventually(lambda: _gone(connector, queue_name, info.id))

@@ -74,6 +74,8 @@ class QueueKeys:
         "retry",
         "scheduled",
         "task_prefix",
+        "unique_prefix",
+        "wakeup",
     )
 
     def __init__(self, queue: str) -> None:
@@ -94,6 +96,9 @@ class QueueKeys:
         self.aggregation_sets = p + "aggregation_sets"
         self.processed_total = p + "processed"
         self.failed_total = p + "failed"
+        self.unique_prefix = p + "unique:"
+        # asyncq's own addition: a sharded pub/sub channel that wakes idle workers.
+        self.wakeup = p + "wakeup"
 
     def task(self, task_id: str) -> str:
         """The hash ``asynq:{q}:t:<id>`` holding one task's message and state."""

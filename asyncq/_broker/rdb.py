@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
 from asyncq._broker.scripts import load_script
@@ -36,7 +37,13 @@ Arg = str | bytes | int | float
 
 def utc_date(unix_seconds: float) -> str:
     """The UTC day of a time, as the daily counters name it (``YYYY-MM-DD``)."""
-    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d")
+    return _day_name(int(unix_seconds // 86400))
+
+
+@lru_cache(maxsize=4)
+def _day_name(day: int) -> str:
+    # Called for every acknowledgement: the name changes once a day, so it is cached.
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
 
 
 class Broker:
@@ -70,7 +77,7 @@ class Broker:
         Returns ENQUEUED, ID_CONFLICT or DUPLICATE, as every enqueue-family verb does.
         """
         script_keys = [keys.task(task_id), keys.pending]
-        args: list[Arg] = [msg, task_id, now_ns]
+        args: list[Arg] = [msg, task_id, now_ns, keys.wakeup]
         if unique_key:
             script_keys.append(unique_key)
             args.append(ttl)
@@ -112,6 +119,16 @@ class Broker:
             args.append(ttl)
         return int(await self.connector.run_script(load_script("add_to_group"), script_keys, args))
 
+    async def enqueue_batch(
+        self, keys: QueueKeys, tasks: list[tuple[str, bytes]], now_ns: int
+    ) -> list[int]:
+        """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task."""
+        args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup]
+        for task_id, msg in tasks:
+            args += [task_id, msg]
+        codes = await self.connector.run_script(load_script("enqueue_batch"), [keys.pending], args)
+        return [int(code) for code in codes]
+
     # -- the worker's verbs ------------------------------------------------------------------
 
     async def dequeue(
@@ -138,6 +155,28 @@ class Broker:
             script_keys.append(unique_key)
         args: list[Arg] = [task_id, int(now) + STATS_TTL, MAX_INT64]
         return bool(await self.connector.run_script(load_script("done"), script_keys, args))
+
+    async def done_many(
+        self, keys: QueueKeys, tasks: list[tuple[str, str]], now: float
+    ) -> list[bool]:
+        """asynq's Done for several tasks of one queue in one call.
+
+        ``tasks`` holds (task id, unique key or ""); returns, per task, whether it
+        was done (False: it held no lease, and nothing was changed for it).
+        """
+        args: list[Arg] = [int(now) + STATS_TTL, MAX_INT64, keys.task_prefix, keys.unique_prefix]
+        prefix_length = len(keys.unique_prefix)
+        for task_id, unique_key in tasks:
+            own = unique_key.startswith(keys.unique_prefix)
+            args += [task_id, unique_key[prefix_length:] if own else ""]
+        script_keys = [
+            keys.active,
+            keys.lease,
+            keys.processed_on(utc_date(now)),
+            keys.processed_total,
+        ]
+        codes = await self.connector.run_script(load_script("done_many"), script_keys, args)
+        return [bool(code) for code in codes]
 
     async def mark_as_complete(
         self, keys: QueueKeys, task_id: str, msg: bytes, unique_key: str, now: float, expiry: int
@@ -216,7 +255,7 @@ class Broker:
         """asynq's Requeue: put a running task back at the head of pending."""
         script_keys = [keys.active, keys.lease, keys.pending, keys.task(task_id)]
         result = await self.connector.run_script(
-            load_script("requeue"), script_keys, [task_id, now_ns]
+            load_script("requeue"), script_keys, [task_id, now_ns, keys.wakeup]
         )
         return bool(result)
 
@@ -229,7 +268,14 @@ class Broker:
                     await self.connector.run_script(
                         load_script("forward"),
                         [source, keys.pending, keys.groups],
-                        [int(now), keys.task_prefix, now_ns, keys.group_prefix, FORWARD_BATCH],
+                        [
+                            int(now),
+                            keys.task_prefix,
+                            now_ns,
+                            keys.group_prefix,
+                            FORWARD_BATCH,
+                            keys.wakeup,
+                        ],
                     )
                 )
                 moved += count

@@ -65,6 +65,7 @@ class Connector(ABC):
         self.retry_deadline = retry_deadline
         self.max_in_flight = max_in_flight
         self._client: RedisClient | None = None
+        self._options: dict[str, Any] = {}  # redis-py client arguments, set by subclasses
         # redis-py's pools raise at once when exhausted instead of waiting, so
         # commands in flight are bounded here, below the pool size.
         self._in_flight = asyncio.Semaphore(max_in_flight)
@@ -137,6 +138,19 @@ class Connector(ABC):
     def node_of(self, key: str) -> str:
         """The ``host:port`` of the node (the master, on a cluster) that holds ``key``."""
 
+    def node_client(self, address: str) -> RedisClient:
+        """A new plain client for one node (for subscriptions); the caller closes it.
+
+        It carries the connector's credentials, TLS and timeouts; reading waits as long
+        as it must (no socket timeout), since a subscriber may hear nothing for long.
+        """
+        host, port = parse_address(address)
+        options = {k: v for k, v in self._options.items() if v is not None}
+        options.update(host=host, port=port, socket_timeout=None, retry=Retry(NoBackoff(), 0))
+        options.pop("require_full_coverage", None)
+        options.pop("max_connections", None)
+        return Redis(**options)
+
     # -- operations ------------------------------------------------------------------------
 
     async def call(self, op: Callable[[RedisClient], Awaitable[T]]) -> T:
@@ -204,7 +218,7 @@ class RedisConnector(Connector):
             port = parts.port or port
         self._url = url
         self._host, self._port = host, port
-        self._options: dict[str, Any] = {
+        self._options = {
             "username": username,
             "password": password,
             "socket_connect_timeout": connect_timeout,
@@ -236,6 +250,14 @@ class RedisConnector(Connector):
     def node_of(self, key: str) -> str:
         return self.address
 
+    def node_client(self, address: str) -> RedisClient:
+        if self._url is None:
+            return super().node_client(address)
+        options = {k: v for k, v in self._options.items() if v is not None}
+        options.update(socket_timeout=None, retry=Retry(NoBackoff(), 0))
+        options.pop("max_connections", None)
+        return Redis.from_url(self._url, **options)
+
 
 class RedisClusterConnector(Connector):
     """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings.
@@ -260,6 +282,7 @@ class RedisClusterConnector(Connector):
         socket_timeout: float = 5.0,
         retry_deadline: float = 20.0,
         max_connections_per_node: int = 256,
+        require_full_coverage: bool = True,
     ) -> None:
         super().__init__(retry_deadline=retry_deadline, max_in_flight=max_connections_per_node)
         if isinstance(nodes, str):
@@ -269,7 +292,7 @@ class RedisClusterConnector(Connector):
                 "RedisClusterConnector needs at least one seed node, e.g. ['127.0.0.1:7000']"
             )
         self._seeds = [parse_address(n) for n in nodes]
-        self._options: dict[str, Any] = {
+        self._options = {
             "username": username,
             "password": password,
             "socket_connect_timeout": connect_timeout,
@@ -278,7 +301,9 @@ class RedisClusterConnector(Connector):
             "protocol": 2,
             # The count is all the async cluster client uses; the backoff is ours.
             "retry": Retry(NoBackoff(), 2),
-            "require_full_coverage": True,
+            # A cluster with uncovered slots is an error by default; a cluster run with
+            # cluster-require-full-coverage no can keep serving the covered queues.
+            "require_full_coverage": require_full_coverage,
         }
         if tls:
             self._options.update(ssl=True, ssl_ca_certs=tls_ca_certs)

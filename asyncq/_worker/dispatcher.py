@@ -42,14 +42,9 @@ def compute_deadline(msg: TaskMessage, now: float) -> float:
     return now + DEFAULT_TIMEOUT
 
 
-async def _first_of(*events: asyncio.Event, at_most: float | None = None) -> None:
-    """Wait until any of ``events`` is set, or ``at_most`` seconds pass."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Dispatcher:
@@ -72,9 +67,10 @@ class Dispatcher:
         self.logger = config.logger
         self.jobs = jobs
         self.finisher = finisher
-        self.slots = Slots(config.concurrency)
+        self.slots = Slots(config.concurrency, on_free=self._slot_freed)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._idle_waiter: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -86,14 +82,40 @@ class Dispatcher:
     def wake(self) -> None:
         """Look at the queues now instead of at the next poll."""
         self._wake.set()
+        if self._idle_waiter is not None:
+            _resolve(self._idle_waiter)
+
+    def _slot_freed(self) -> None:
+        if self._idle_waiter is not None:
+            _resolve(self._idle_waiter)
+
+    async def _idle(self, seconds: float | None) -> None:
+        """Sleep until ``wake``, a freed slot, ``request_stop`` or ``seconds`` pass.
+
+        One future and one timer: a wake-up resumes the loop in a single turn.
+        """
+        if self._stop.is_set() or (seconds is not None and self._wake.is_set()):
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._idle_waiter = loop.create_future()
+        timer = None
+        if seconds is not None:
+            timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._idle_waiter = None
 
     def request_stop(self) -> None:
         """Take no more tasks from now on (a dequeue in flight completes)."""
         self._stop.set()
+        self.wake()
 
     async def stop_fetching(self) -> None:
         """Take no more tasks and wait for the loop to end; running handlers go on."""
-        self._stop.set()
+        self.request_stop()
         if self._task is not None:
             await self._task
 
@@ -106,24 +128,25 @@ class Dispatcher:
     async def _loop(self) -> None:
         while not self._stop.is_set():
             if self.slots.free == 0:
-                await _first_of(self.slots.available, self._stop)
+                await self._idle(None)  # until a slot frees up (or a stop)
                 continue
             wanted = self.slots.take(MAX_BATCH)
+            # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
+            self._wake.clear()
             lease_expiry = int(self.clock.time() + self.config.lease_duration)
             try:
                 found = await self._fetch(wanted, lease_expiry)
             except AsyncqError as error:
                 self.slots.give(wanted)
                 self.logger.error("dequeue failed (%s); retrying in %.0fs", error, ERROR_BACKOFF)
-                await _first_of(self._stop, at_most=ERROR_BACKOFF)
+                await self._idle(ERROR_BACKOFF)
                 continue
             if len(found) < wanted:
                 self.slots.give(wanted - len(found))
             for keys, task_id, raw in found:
                 await self._launch(keys, task_id, raw, float(lease_expiry))
             if not found:
-                self._wake.clear()
-                await _first_of(self._wake, self._stop, at_most=self.config.task_check_interval)
+                await self._idle(self.config.task_check_interval)
 
     async def _fetch(self, wanted: int, lease_expiry: int) -> list[tuple[QueueKeys, str, bytes]]:
         """Dequeue up to ``wanted`` tasks, trying the queues in the router's order."""

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
+from asyncq._coalesce import Coalescer
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq._worker.config import ServerConfig, default_retry_delay
 from asyncq._worker.jobs import Job
@@ -52,6 +53,19 @@ class Finisher:
         self.config = config
         self.clock = config.clock
         self.logger = config.logger
+        self._ack_groups: dict[str, Coalescer[tuple[str, str], bool]] = {}
+
+    def _acks(self, keys: QueueKeys) -> Coalescer[tuple[str, str], bool]:
+        """Successes of one queue, acknowledged in groups: one script call for all the
+        tasks that finished while the previous group was on its way."""
+        acks = self._ack_groups.get(keys.name)
+        if acks is None:
+
+            async def flush(tasks: list[tuple[str, str]]) -> list[bool]:
+                return await self.broker.done_many(keys, tasks, self.clock.time())
+
+            acks = self._ack_groups[keys.name] = Coalescer(flush)
+        return acks
 
     async def succeed(self, job: Job) -> None:
         """The handler returned: delete the task, or keep it as completed with retention."""
@@ -70,11 +84,8 @@ class Finisher:
 
             await self._write(job, "completed", complete)
         else:
-            await self._write(
-                job,
-                "done",
-                lambda: self.broker.done(keys, msg.id, msg.unique_key, self.clock.time()),
-            )
+            acks = self._acks(keys)
+            await self._write(job, "done", lambda: acks.submit((msg.id, msg.unique_key)))
 
     async def fail(self, job: Job, error: BaseException) -> None:
         """The handler raised (or timed out): retry, archive or drop, as asynq decides."""

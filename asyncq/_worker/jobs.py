@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from asyncq._broker.keys import QueueKeys
@@ -89,35 +89,29 @@ class JobBook:
 class Slots:
     """The concurrency limit: a task takes a slot before it is dequeued."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, on_free: Callable[[], None] = lambda: None) -> None:
         self.size = size
         self.free = size
-        self._available = asyncio.Event()
-        self._available.set()
+        self._on_free = on_free
         self._all_free = asyncio.Event()
         self._all_free.set()
-
-    @property
-    def available(self) -> asyncio.Event:
-        """Set while at least one slot is free."""
-        return self._available
 
     def take(self, most: int) -> int:
         """Take up to ``most`` free slots at once; returns how many (0 when none is free)."""
         taken = min(self.free, most)
         self.free -= taken
-        if self.free == 0:
-            self._available.clear()
         if taken:
             self._all_free.clear()
         return taken
 
     def give(self, count: int = 1) -> None:
         """Return slots (a task finished, or a dequeue found fewer tasks than slots)."""
+        was_full = self.free == 0
         self.free += count
         if self.free > self.size:
             raise RuntimeError("more concurrency slots returned than taken")
-        self._available.set()
+        if was_full:
+            self._on_free()
         if self.free == self.size:
             self._all_free.set()
 

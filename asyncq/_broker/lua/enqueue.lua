@@ -1,7 +1,8 @@
 -- enqueue: put a new task at the tail of its queue's pending list.
 -- Semantics of asynq's enqueueCmd / enqueueUniqueCmd, except that the id
 -- conflict is checked before the unique lock is taken, so a conflict never
--- leaves a lock behind (asynq bug).
+-- leaves a lock behind (asynq bug). A wake-up is published so that idle asyncq
+-- workers start at once (Go workers ignore it and poll as usual).
 --
 -- KEYS[1] = asynq:{q}:t:<id>              task hash
 -- KEYS[2] = asynq:{q}:pending             pending list
@@ -9,14 +10,15 @@
 -- ARGV[1] = task message (protobuf TaskMessage)
 -- ARGV[2] = task id
 -- ARGV[3] = now in Unix nanoseconds (pending_since)
--- ARGV[4] = unique lock TTL in whole seconds (only with KEYS[3])
--- DERIVED = none
+-- ARGV[4] = wake-up channel asynq:{q}:wakeup
+-- ARGV[5] = unique lock TTL in whole seconds (only with KEYS[3])
+-- DERIVED = ARGV[4] -> asynq:{q}:wakeup
 -- RETURNS = 1 enqueued, 0 the task id is taken, -1 a unique lock is held (duplicate)
 if redis.call("EXISTS", KEYS[1]) == 1 then
   return 0
 end
 if KEYS[3] then
-  if not redis.call("SET", KEYS[3], ARGV[2], "NX", "EX", ARGV[4]) then
+  if not redis.call("SET", KEYS[3], ARGV[2], "NX", "EX", ARGV[5]) then
     return -1
   end
   redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "pending", "pending_since", ARGV[3],
@@ -25,4 +27,5 @@ else
   redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "pending", "pending_since", ARGV[3])
 end
 redis.call("LPUSH", KEYS[2], ARGV[2])
+redis.pcall("SPUBLISH", ARGV[4], "1")
 return 1

@@ -10,9 +10,11 @@
 -- ARGV[3] = now in Unix nanoseconds (pending_since)
 -- ARGV[4] = group key prefix asynq:{q}:g:
 -- ARGV[5] = how many tasks to move at most in this call
--- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[4] .. group -> asynq:{q}:g:<group>
+-- ARGV[6] = wake-up channel asynq:{q}:wakeup
+-- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[4] .. group -> asynq:{q}:g:<group>; ARGV[6] -> asynq:{q}:wakeup
 -- RETURNS = the number of tasks moved (call again until it returns 0)
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[5]))
+local woken = false
 for _, id in ipairs(ids) do
   local key = ARGV[2] .. id
   local group = redis.call("HGET", key, "group")
@@ -23,6 +25,10 @@ for _, id in ipairs(ids) do
   else
     redis.call("LPUSH", KEYS[2], id)
     redis.call("HSET", key, "state", "pending", "pending_since", ARGV[3])
+    if not woken then
+      redis.pcall("SPUBLISH", ARGV[6], "1")
+      woken = true
+    end
   end
   redis.call("ZREM", KEYS[1], id)
 end

@@ -1,0 +1,262 @@
+"""Batched paths store exactly what as many single operations would, and share round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from asyncq import (
+    Client,
+    ConnectionFailedError,
+    Connector,
+    DuplicateTaskError,
+    InvalidOptionError,
+    RedisClusterConnector,
+    ServeMux,
+    Task,
+    TaskIdConflictError,
+    TaskState,
+)
+from asyncq._broker.rdb import Broker
+from asyncq._cluster.slots import queue_slot
+from asyncq.testing import LocalRedisCluster, eventually
+from tests.worker_helpers import counter, key, running_server
+
+
+async def test_enqueue_many_reports_each_outcome(connector: Connector, queue_name: str) -> None:
+    other = f"{queue_name}-b"
+    async with Client(connector) as client:
+        await client.enqueue(Task("u", {"k": 1}), queue=queue_name, unique=60)
+        await client.enqueue(Task("x"), queue=queue_name, task_id="taken")
+        results = await client.enqueue_many(
+            [
+                Task("a", {"n": 1}),
+                Task("a", {"n": 2}),
+                (Task("b"), {"queue": other}),
+                (Task("later"), {"process_in": 60}),
+                (Task("u", {"k": 1}), {"unique": 60}),
+                (Task("x"), {"task_id": "taken"}),
+                (Task("bad"), {"max_retry": -3}),
+                Task("a", {"n": 3}),
+            ],
+            queue=queue_name,
+        )
+    assert [r.ok for r in results] == [True, True, True, True, False, False, False, True]
+    assert isinstance(results[4].error, DuplicateTaskError)
+    assert isinstance(results[5].error, TaskIdConflictError)
+    assert isinstance(results[6].error, InvalidOptionError)
+    assert results[2].info is not None and results[2].info.queue == other
+    assert results[3].info is not None and results[3].info.state is TaskState.SCHEDULED
+    # Same order and fields as single enqueues: oldest at the right end of the list.
+    pending = await connector.client.lrange(key(queue_name, "pending"), 0, -1)
+    expected = [results[i].info.id for i in (7, 1, 0)]  # type: ignore[union-attr]
+    assert [p.decode() for p in pending[:3]] == expected
+    fields = await connector.client.hgetall(key(queue_name, f"t:{expected[0]}"))
+    assert set(fields) == {b"msg", b"state", b"pending_since"}
+    assert await connector.client.sismember("asynq:queues", other)
+
+
+async def test_enqueue_many_refuses_bad_call_options_before_writing(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        with pytest.raises(InvalidOptionError, match="unknown enqueue option"):
+            await client.enqueue_many([Task("a")], queue=queue_name, retries=3)  # type: ignore[call-arg]
+        with pytest.raises(InvalidOptionError, match="max_retry"):
+            await client.enqueue_many([Task("a")], queue=queue_name, max_retry=-1)
+    assert not await connector.client.exists(key(queue_name, "pending"))
+
+
+async def test_enqueue_many_writes_large_batches(connector: Connector, queue_name: str) -> None:
+    async with Client(connector) as client:
+        results = await client.enqueue_many(
+            [Task("n", {"i": i}) for i in range(2500)], queue=queue_name
+        )
+    assert all(r.ok for r in results)
+    assert await connector.client.llen(key(queue_name, "pending")) == 2500
+
+
+async def test_concurrent_single_enqueues_share_round_trips(
+    standalone_connector: Connector, queue_name: str
+) -> None:
+    before = await _script_calls(standalone_connector)
+    async with Client(standalone_connector) as client:
+        infos = await asyncio.gather(
+            *(client.enqueue(Task("c", {"i": i}), queue=queue_name) for i in range(200))
+        )
+    calls = await _script_calls(standalone_connector) - before
+    assert len({i.id for i in infos}) == 200
+    assert await standalone_connector.client.llen(key(queue_name, "pending")) == 200
+    assert calls < 100, f"{calls} script calls for 200 concurrent enqueues: nothing was shared"
+
+
+async def test_batched_dequeue_stores_what_single_dequeues_would(
+    connector: Connector, queue_name: str
+) -> None:
+    one_by_one = f"{queue_name}-single"
+    async with Client(connector) as client:
+        for queue in (queue_name, one_by_one):
+            for i in range(5):
+                await client.enqueue(Task("t", {"i": i}), queue=queue, task_id=f"id-{i}")
+    broker = Broker(connector)
+    expiry = int(time.time()) + 30
+    batch = await broker.dequeue(broker.keys(queue_name), 5, expiry)
+    singles = [
+        pair for _ in range(5) for pair in await broker.dequeue(broker.keys(one_by_one), 1, expiry)
+    ]
+    assert [task_id for task_id, _ in batch] == [f"id-{i}" for i in range(5)]  # oldest first
+    assert [task_id for task_id, _ in singles] == [task_id for task_id, _ in batch]
+    for queue in (queue_name, one_by_one):
+        active = await connector.client.lrange(key(queue, "active"), 0, -1)
+        assert [a.decode() for a in active] == [f"id-{i}" for i in reversed(range(5))]
+        lease = await connector.client.zrange(key(queue, "lease"), 0, -1, withscores=True)
+        assert sorted(lease) == sorted((f"id-{i}".encode(), float(expiry)) for i in range(5))
+        fields = await connector.client.hgetall(key(queue, "t:id-3"))
+        assert fields[b"state"] == b"active" and b"pending_since" not in fields
+
+
+async def test_grouped_acks_store_what_single_acks_would(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        for i in range(4):
+            await client.enqueue(Task("t", {"i": i}), queue=queue_name, task_id=f"a{i}", unique=60)
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    taken = await broker.dequeue(keys, 3, int(time.time()) + 30)  # a0..a2 leased, a3 pending
+    lock_of = {
+        task_id: (await connector.client.hget(key(queue_name, f"t:{task_id}"), "unique_key"))
+        for task_id, _ in taken
+    }
+    done = await broker.done_many(
+        keys, [(t, lock_of[t].decode()) for t, _ in taken] + [("a3", "")], time.time()
+    )
+    assert done == [True, True, True, False]  # a3 held no lease: untouched
+    assert await counter(connector, key(queue_name, "processed")) == 3
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+    for task_id, _ in taken:
+        assert not await connector.client.exists(key(queue_name, f"t:{task_id}"))
+        assert not await connector.client.exists(lock_of[task_id].decode())
+    assert await connector.client.hget(key(queue_name, "t:a3"), "state") == b"pending"
+
+
+async def test_worker_acknowledges_in_groups(
+    standalone_connector: Connector, queue_name: str
+) -> None:
+    mux = ServeMux()
+    handled = 0
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        nonlocal handled
+        handled += 1
+
+    async with Client(standalone_connector) as client:
+        await client.enqueue_many([Task("t", {"i": i}) for i in range(400)], queue=queue_name)
+    before = await _script_calls(standalone_connector)
+    async with running_server(standalone_connector, mux, {queue_name: 1}, concurrency=32):
+        await eventually(lambda: _processed_is(standalone_connector, queue_name, 400), within=30)
+        calls = await _script_calls(standalone_connector) - before
+    assert handled == 400
+    # asynq makes two script calls per task (dequeue, done); grouping makes far fewer.
+    assert calls < 400, f"{calls} script calls for 400 tasks"
+
+
+async def test_idle_worker_is_woken_by_an_enqueue(connector: Connector, queue_name: str) -> None:
+    """With a one-minute poll, only the wake-up can start the task."""
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.set()
+
+    async with running_server(connector, mux, {queue_name: 1}, task_check_interval=60) as server:
+        await eventually(_waker_subscribed(server))
+        # Let the dispatcher finish its first look at the (empty) queue and go idle.
+        await eventually(lambda: server.running_tasks == 0)
+        async with Client(connector) as client:
+            await client.enqueue(Task("t"), queue=queue_name)
+        await eventually(ran.is_set, within=10, what="the task to start without polling")
+
+
+async def test_task_written_without_wake_up_is_found_by_polling(
+    connector: Connector, queue_name: str
+) -> None:
+    """A Go client publishes no wake-up: the poll interval still finds its task."""
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.set()
+
+    async with running_server(connector, mux, {queue_name: 1}, task_check_interval=0.2):
+        from asyncq._proto.asynq_pb2 import TaskMessage
+
+        msg = TaskMessage(type="t", id="go-1", queue=queue_name, retry=25, timeout=1800)
+        await connector.client.hset(
+            key(queue_name, "t:go-1"),
+            mapping={"msg": msg.SerializeToString(), "state": "pending"},
+        )
+        await connector.client.lpush(key(queue_name, "pending"), "go-1")
+        await eventually(ran.is_set, within=10)
+
+
+@pytest.fixture
+def partial_cluster() -> Iterator[LocalRedisCluster]:
+    # No replicas, and a cluster that keeps serving the slots it still covers.
+    cluster = LocalRedisCluster(
+        replicas_per_master=0, extra_args=["--cluster-require-full-coverage", "no"]
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_a_failing_node_does_not_hide_the_other_outcomes(
+    partial_cluster: LocalRedisCluster,
+) -> None:
+    dead_queue, live_queue = "webhooks", "images"  # slots 4418 and 9450: two masters
+    async with (
+        RedisClusterConnector(
+            partial_cluster.seeds, retry_deadline=1.0, require_full_coverage=False
+        ) as connector,
+        Client(connector) as client,
+    ):
+        await client.enqueue(Task("warm"), queue=dead_queue)
+        await client.enqueue(Task("warm"), queue=live_queue)
+        partial_cluster.kill_master_of_slot(queue_slot(dead_queue))
+        results = await client.enqueue_many(
+            [(Task("a"), {"queue": dead_queue}), (Task("b"), {"queue": live_queue})]
+        )
+        assert isinstance(results[0].error, ConnectionFailedError)
+        assert results[1].ok
+        assert await connector.client.llen(key(live_queue, "pending")) == 2
+
+
+async def _script_calls(connector: Connector) -> int:
+    stats = await connector.client.info("commandstats")
+    return sum(
+        int(value["calls"])
+        for name, value in stats.items()
+        if name in ("cmdstat_evalsha", "cmdstat_eval")
+    )
+
+
+async def _processed_is(connector: Connector, queue: str, count: int) -> bool:
+    return await counter(connector, key(queue, "processed")) == count
+
+
+def _waker_subscribed(server: object) -> object:
+    def check() -> bool:
+        for component in server._components:  # type: ignore[attr-defined]
+            if getattr(component, "name", "") == "waker":
+                return bool(component.subscribed.is_set())
+        return False
+
+    return check
