@@ -7,7 +7,7 @@ may change without notice.
 from __future__ import annotations
 
 from asyncq._cluster.connector import Connector, RedisClusterConnector, RedisConnector
-from asyncq.client import Client
+from asyncq.client import Client, EnqueueResult
 from asyncq.errors import (
     AsyncqError,
     ConnectionFailedError,
@@ -34,6 +34,7 @@ __all__ = [
     "ConnectionFailedError",
     "Connector",
     "DuplicateTaskError",
+    "EnqueueResult",
     "Handler",
     "HandlerNotFoundError",
     "InvalidOptionError",

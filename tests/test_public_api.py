@@ -10,6 +10,7 @@ EXPECTED = {
     "ConnectionFailedError",
     "Connector",
     "DuplicateTaskError",
+    "EnqueueResult",
     "Handler",
     "HandlerNotFoundError",
     "InvalidOptionError",
