@@ -10,11 +10,16 @@ __all__ = [
     "InvalidOptionError",
     "InvalidQueueNameError",
     "LeaseExpiredError",
+    "QueueNotEmptyError",
+    "QueueNotFoundError",
     "RevokeTask",
     "SkipRetry",
+    "TaskCanceledError",
     "TaskDeadlineExceededError",
     "TaskDecodeError",
     "TaskIdConflictError",
+    "TaskNotFoundError",
+    "TaskStateError",
 ]
 
 
@@ -89,3 +94,23 @@ class LeaseExpiredError(AsyncqError):
 
 class TaskDeadlineExceededError(AsyncqError, TimeoutError):
     """A handler ran past the task's timeout or deadline and was cancelled."""
+
+
+class QueueNotFoundError(AsyncqError, LookupError):
+    """The queue is not in ``asynq:queues``: nothing was ever enqueued there, or it was deleted."""
+
+
+class TaskNotFoundError(AsyncqError, LookupError):
+    """No task with that id exists in the queue."""
+
+
+class QueueNotEmptyError(AsyncqError):
+    """The queue still has tasks; delete it with ``force=True`` to drop them too."""
+
+
+class TaskStateError(AsyncqError):
+    """The operation does not fit the task's state (e.g. deleting a running task)."""
+
+
+class TaskCanceledError(AsyncqError):
+    """A running task was cancelled on request (Inspector.cancel / ``asyncq task cancel``)."""

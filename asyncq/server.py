@@ -35,6 +35,7 @@ from asyncq._worker.heartbeater import Heartbeater, new_identity
 from asyncq._worker.jobs import JobBook, StopReason
 from asyncq._worker.maintenance import Forwarder, HealthChecker, Janitor
 from asyncq._worker.recoverer import Recoverer
+from asyncq._worker.subscriber import CancelSubscriber
 from asyncq._worker.waker import Waker
 from asyncq.servemux import Handler, is_async_callable
 
@@ -227,6 +228,7 @@ class Server:
             recoverer,
             Janitor(self.broker, self.router, config),
             Waker(self.broker, self.router, dispatcher.wake, config.logger),
+            CancelSubscriber(self.connector, self._jobs, config.logger),
         ]
         if config.health_check is not None:
             components.append(HealthChecker(self.broker, config, config.health_check))

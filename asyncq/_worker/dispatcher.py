@@ -21,7 +21,12 @@ from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq._worker.config import ServerConfig
 from asyncq._worker.finisher import Finisher
 from asyncq._worker.jobs import Job, JobBook, Slots, StopReason
-from asyncq.errors import AsyncqError, TaskDeadlineExceededError, TaskDecodeError
+from asyncq.errors import (
+    AsyncqError,
+    TaskCanceledError,
+    TaskDeadlineExceededError,
+    TaskDecodeError,
+)
 from asyncq.task import Task
 
 __all__ = ["Dispatcher", "compute_deadline"]
@@ -212,6 +217,8 @@ class Dispatcher:
     async def _finish(self, job: Job, error: BaseException | None) -> None:
         if job.stop_reason is StopReason.SHUTDOWN:
             await self.finisher.requeue(job)
+        elif job.stop_reason is StopReason.CANCELED:
+            await self.finisher.fail(job, TaskCanceledError(f"task {job.id} was canceled"))
         elif job.stop_reason is not None:
             self.logger.warning("task %s stopped (%s)", job.id, job.stop_reason.value)
         elif error is None:

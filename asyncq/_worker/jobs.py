@@ -20,6 +20,7 @@ class StopReason(enum.Enum):
     SHUTDOWN = "shutdown"  # requeue the task for another worker
     LEASE_LOST = "lease lost"  # write nothing: the recoverer owns the task now
     ABANDONED = "abandoned"  # ignored cancellation at shutdown: write nothing, lease runs out
+    CANCELED = "canceled"  # cancelled on request: a failure, retried as asynq does
 
 
 @dataclass(eq=False, slots=True)

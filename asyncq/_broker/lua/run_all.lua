@@ -1,0 +1,25 @@
+-- run_all: make every task of a waiting set (scheduled, retry, archived, or a group) pending.
+-- Semantics of asynq's runAllCmd / runAllAggregatingCmd.
+--
+-- KEYS[1] = asynq:{q}:<state> or asynq:{q}:g:<group>   the source set
+-- KEYS[2] = asynq:{q}:pending                          pending list
+-- KEYS[3] = asynq:{q}:groups                           set of group names
+-- ARGV[1] = task key prefix asynq:{q}:t:
+-- ARGV[2] = now in Unix nanoseconds (pending_since)
+-- ARGV[3] = wake-up channel asynq:{q}:wakeup
+-- ARGV[4] = the group name when the source is a group, else ""
+-- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>; ARGV[3] -> asynq:{q}:wakeup
+-- RETURNS = how many tasks became pending
+local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call("LPUSH", KEYS[2], id)
+  redis.call("HSET", ARGV[1] .. id, "state", "pending", "pending_since", ARGV[2])
+end
+redis.call("DEL", KEYS[1])
+if ARGV[4] ~= "" then
+  redis.call("SREM", KEYS[3], ARGV[4])
+end
+if #ids > 0 then
+  redis.pcall("SPUBLISH", ARGV[3], "1")
+end
+return #ids

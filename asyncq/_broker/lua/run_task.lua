@@ -1,0 +1,35 @@
+-- run_task: make one waiting task (scheduled, retry, archived, completed or aggregating)
+-- pending now. Semantics of asynq's runTaskCmd; an aggregating task also leaves its
+-- group, and the group name leaves the groups set when the group empties.
+--
+-- KEYS[1] = asynq:{q}:t:<id>   task hash
+-- KEYS[2] = asynq:{q}:pending  pending list
+-- KEYS[3] = asynq:{q}:groups   set of group names
+-- ARGV[1] = task id
+-- ARGV[2] = queue key prefix asynq:{q}:
+-- ARGV[3] = now in Unix nanoseconds (pending_since)
+-- ARGV[4] = wake-up channel asynq:{q}:wakeup
+-- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[4] -> asynq:{q}:wakeup
+-- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 it is already pending
+local fields = redis.call("HMGET", KEYS[1], "state", "group")
+local state, group = fields[1], fields[2]
+if not state then
+  return 0
+elseif state == "active" then
+  return -1
+elseif state == "pending" then
+  return -2
+end
+if state == "aggregating" then
+  local members = ARGV[2] .. "g:" .. group
+  redis.call("ZREM", members, ARGV[1])
+  if redis.call("ZCARD", members) == 0 then
+    redis.call("SREM", KEYS[3], group)
+  end
+else
+  redis.call("ZREM", ARGV[2] .. state, ARGV[1])
+end
+redis.call("HSET", KEYS[1], "state", "pending", "pending_since", ARGV[3])
+redis.call("LPUSH", KEYS[2], ARGV[1])
+redis.pcall("SPUBLISH", ARGV[4], "1")
+return 1

@@ -1,0 +1,507 @@
+"""The Inspector: look at and manage queues, tasks, servers and schedulers.
+
+It reads and writes the state asynq stores, so it sees what Go's asynq writes and
+Go's tools see what it changes. Everything works on a Redis Cluster and on one Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from asyncq._broker.inspect import SET_STATES, InspectBroker, RawTask
+from asyncq._broker.keys import (
+    ALL_QUEUES,
+    ALL_SCHEDULERS,
+    ALL_SERVERS,
+    CANCEL_CHANNEL,
+    scheduler_history_key,
+    validate_queue_name,
+)
+from asyncq._broker.message import decode_message
+from asyncq._broker.rdb import Broker
+from asyncq._cluster.connector import Connector
+from asyncq._cluster.slots import queue_slot
+from asyncq._proto.asynq_pb2 import (
+    SchedulerEnqueueEvent,
+    SchedulerEntry,
+    ServerInfo,
+    TaskMessage,
+    WorkerInfo,
+)
+from asyncq.errors import (
+    InvalidOptionError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from asyncq.task import TaskInfo, TaskState
+
+__all__ = [
+    "ClusterNode",
+    "DailyStats",
+    "GroupInfo",
+    "Inspector",
+    "QueueInfo",
+    "SchedulerEntryInfo",
+    "SchedulerEvent",
+    "ServerRecord",
+    "WorkerRecord",
+]
+
+STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _stamp(ts: Timestamp) -> datetime:
+    return _utc(ts.seconds + ts.nanos / 1e9)
+
+
+def _optional_stamp(ts: Timestamp) -> datetime | None:
+    # Go writes its zero time (year 1, negative seconds) for "never".
+    return _stamp(ts) if ts.seconds > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue's sizes, latency, counters and state at ``timestamp``."""
+
+    queue: str
+    size: int
+    pending: int
+    active: int
+    scheduled: int
+    retry: int
+    archived: int
+    completed: int
+    aggregating: int
+    groups: int
+    processed_today: int
+    failed_today: int
+    processed_total: int
+    failed_total: int
+    paused: bool
+    latency: timedelta
+    memory_usage: int | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DailyStats:
+    """Processed and failed counts of one UTC day."""
+
+    queue: str
+    date: str
+    processed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """An aggregation group and how many tasks wait in it."""
+
+    group: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A task a server is running, as its heartbeat reports it."""
+
+    task_id: str
+    task_type: str
+    payload: bytes
+    queue: str
+    started: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    """A running server (asyncq or asynq) as its heartbeat describes it."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: dict[str, int]
+    strict_priority: bool
+    status: str
+    started: datetime
+    active_workers: list[WorkerRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """A node holding a queue's slot: its node id and ``host:port``."""
+
+    id: str
+    address: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEntryInfo:
+    """A periodic task registered by a running scheduler."""
+
+    id: str
+    spec: str
+    task_type: str
+    payload: bytes
+    options: list[str]
+    next_enqueue: datetime | None
+    prev_enqueue: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEvent:
+    """One enqueue made by a scheduler entry."""
+
+    task_id: str
+    enqueued_at: datetime
+
+
+def task_info(msg: TaskMessage, state: str, result: bytes, score: str, now: float) -> TaskInfo:
+    """A ``TaskInfo`` from the stored fields of a task."""
+    scored = float(score) if score else None
+    next_at: datetime | None = None
+    if state == "pending":
+        next_at = _utc(now)
+    elif state in ("scheduled", "retry") and scored is not None:
+        next_at = _utc(scored)
+    return TaskInfo(
+        id=msg.id,
+        queue=msg.queue,
+        type=msg.type,
+        payload=msg.payload,
+        state=TaskState(state),
+        max_retry=msg.retry,
+        retried=msg.retried,
+        headers=dict(msg.headers),
+        last_error=msg.error_msg,
+        last_failed_at=_utc(msg.last_failed_at) if msg.last_failed_at else None,
+        timeout=timedelta(seconds=msg.timeout) if msg.timeout else None,
+        deadline=_utc(msg.deadline) if msg.deadline else None,
+        group=msg.group_key,
+        next_process_at=next_at,
+        retention=timedelta(seconds=msg.retention),
+        completed_at=_utc(msg.completed_at) if msg.completed_at else None,
+        result=result or None,
+        is_orphaned=state == "active" and (scored is None or scored < now),
+    )
+
+
+class Inspector:
+    """Reads and manages queues. Use as ``async with Inspector(connector) as inspector:``."""
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._broker = Broker(connector)
+        self._inspect = InspectBroker(self._broker)
+
+    async def __aenter__(self) -> Inspector:
+        await self.connector.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.connector.aclose()
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        """Every known queue name, sorted."""
+        names = await self.connector.execute("SMEMBERS", ALL_QUEUES)
+        return sorted(n.decode() for n in names)
+
+    async def _queue(self, queue: str) -> Any:
+        validate_queue_name(queue)
+        if not await self.connector.execute("SISMEMBER", ALL_QUEUES, queue):
+            raise QueueNotFoundError(f"queue {queue!r} does not exist")
+        return self._broker.keys(queue)
+
+    async def queue_info(self, queue: str) -> QueueInfo:
+        """Sizes by state, latency of the oldest pending task, counters, pause and memory."""
+        keys = await self._queue(queue)
+        now = time.time()
+        stats = await self._inspect.queue_stats(keys, now)
+        pending, active, scheduled, retry, archived, completed = stats[:6]
+        processed_today, failed_today, processed_total, failed_total, paused = stats[6:11]
+        oldest_ns, groups, aggregating = stats[11:14]
+        size = pending + active + scheduled + retry + archived + completed + aggregating
+        latency = timedelta(seconds=max(now - oldest_ns / 1e9, 0)) if oldest_ns else timedelta(0)
+        return QueueInfo(
+            queue=queue, size=size, pending=pending, active=active, scheduled=scheduled,
+            retry=retry, archived=archived, completed=completed, aggregating=aggregating,
+            groups=groups, processed_today=processed_today, failed_today=failed_today,
+            processed_total=processed_total, failed_total=failed_total, paused=bool(paused),
+            latency=latency, memory_usage=await self._inspect.memory_usage(keys, size),
+            timestamp=_utc(now),
+        )  # fmt: skip
+
+    async def history(self, queue: str, days: int = 7) -> list[DailyStats]:
+        """Processed and failed counts per UTC day, today first (at most 90 days are kept)."""
+        if not 1 <= days <= 90:
+            raise InvalidOptionError("days must be between 1 and 90")
+        keys = await self._queue(queue)
+        rows = await self._inspect.history(keys, days, time.time())
+        return [DailyStats(queue, day, processed, failed) for day, processed, failed in rows]
+
+    async def pause(self, queue: str) -> None:
+        """Stop workers (asyncq and asynq) from taking this queue's tasks."""
+        keys = await self._queue(queue)
+        if not await self._broker.pause(keys, time.time()):
+            raise TaskStateError(f"queue {queue!r} is already paused")
+
+    async def unpause(self, queue: str) -> None:
+        """Let workers take this queue's tasks again."""
+        keys = await self._queue(queue)
+        if not await self._broker.unpause(keys):
+            raise TaskStateError(f"queue {queue!r} is not paused")
+
+    async def delete_queue(self, queue: str, *, force: bool = False) -> None:
+        """Delete a queue and every key it has. Refuses while tasks run; refuses a
+        queue with tasks unless ``force``."""
+        keys = await self._queue(queue)
+        code = await self._inspect.remove_queue(keys, force, time.time())
+        if code == -1:
+            raise QueueNotEmptyError(f"queue {queue!r} has running tasks; try again later")
+        if code == -2:
+            raise QueueNotEmptyError(
+                f"queue {queue!r} still has tasks; use force=True (CLI: --force) to delete them"
+            )
+        await self.connector.execute("SREM", ALL_QUEUES, queue)
+
+    async def groups(self, queue: str) -> list[GroupInfo]:
+        """The queue's aggregation groups and their sizes."""
+        keys = await self._queue(queue)
+        return [GroupInfo(g, size) for g, size in await self._inspect.groups(keys)]
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def task_info(self, queue: str, task_id: str) -> TaskInfo:
+        """One task, in whatever state it is."""
+        keys = await self._queue(queue)
+        found = await self._inspect.task_info(keys, task_id)
+        if found is None:
+            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
+        msg, state, result, score = found
+        return task_info(decode_message(msg, where=keys.task(task_id)), state, result, score,
+                         time.time())  # fmt: skip
+
+    async def list_tasks(
+        self, queue: str, state: str, *, page: int = 1, size: int = 30, group: str = ""
+    ) -> list[TaskInfo]:
+        """One page (1-based) of the tasks in ``state``, oldest first (``group`` for
+        aggregating tasks). Active tasks tell whether their lease has run out."""
+        if state not in STATES:
+            raise InvalidOptionError(f"state must be one of {', '.join(STATES)}; got {state!r}")
+        if state == "aggregating" and not group:
+            raise InvalidOptionError("listing aggregating tasks needs a group")
+        if page < 1 or size < 1:
+            raise InvalidOptionError("page and size start at 1")
+        keys = await self._queue(queue)
+        start = (page - 1) * size
+        raw = await self._inspect.list_tasks(keys, state, start, start + size - 1, group)
+        return [self._info(keys.name, item) for item in raw]
+
+    @staticmethod
+    def _info(queue: str, item: RawTask) -> TaskInfo:
+        task_id, msg, state, result, score = item
+        return task_info(decode_message(msg, where=f"{queue}/{task_id}"), state, result, score,
+                         time.time())  # fmt: skip
+
+    async def run_task(self, queue: str, task_id: str) -> None:
+        """Make a waiting task (scheduled, retry, archived, completed, aggregating) pending."""
+        keys = await self._queue(queue)
+        code = await self._inspect.run_task(keys, task_id, time.time_ns())
+        self._check(code, queue, task_id, {-1: "is running", -2: "is already pending"})
+
+    async def archive_task(self, queue: str, task_id: str) -> None:
+        """Archive a task that waits (pending, scheduled, retry, aggregating)."""
+        keys = await self._queue(queue)
+        code = await self._inspect.archive_task(keys, task_id, time.time())
+        self._check(
+            code, queue, task_id,
+            {-1: "is running", -2: "is already archived", -3: "is completed"},
+        )  # fmt: skip
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a task that is not running, releasing its unique lock."""
+        keys = await self._queue(queue)
+        code = await self._inspect.delete_task(keys, task_id)
+        self._check(code, queue, task_id, {-1: "is running; cancel it first"})
+
+    @staticmethod
+    def _check(code: int, queue: str, task_id: str, refusals: dict[int, str]) -> None:
+        if code == 0:
+            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
+        if code in refusals:
+            raise TaskStateError(f"task {task_id!r} {refusals[code]}")
+
+    async def run_all(self, queue: str, state: str, *, group: str = "") -> int:
+        """Make every scheduled, retry, archived or aggregating (``group``) task pending."""
+        self._allowed(state, ("scheduled", "retry", "archived", "aggregating"), group)
+        keys = await self._queue(queue)
+        return await self._inspect.run_all(keys, state, time.time_ns(), group)
+
+    async def archive_all(self, queue: str, state: str, *, group: str = "") -> int:
+        """Archive every pending, scheduled, retry or aggregating (``group``) task."""
+        self._allowed(state, ("pending", "scheduled", "retry", "aggregating"), group)
+        keys = await self._queue(queue)
+        return await self._inspect.archive_all(keys, state, time.time(), group)
+
+    async def delete_all(self, queue: str, state: str, *, group: str = "") -> int:
+        """Delete every task in a state that is not active, releasing unique locks."""
+        self._allowed(state, (*SET_STATES, "pending", "aggregating"), group)
+        keys = await self._queue(queue)
+        return await self._inspect.delete_all(keys, state, group)
+
+    @staticmethod
+    def _allowed(state: str, allowed: tuple[str, ...], group: str) -> None:
+        if state not in allowed:
+            raise InvalidOptionError(f"state must be one of {', '.join(allowed)}; got {state!r}")
+        if state == "aggregating" and not group:
+            raise InvalidOptionError("aggregating tasks are addressed by group: give group=")
+
+    async def cancel(self, task_id: str) -> None:
+        """Ask whichever worker runs ``task_id`` to cancel it (best effort, like asynq)."""
+        await self.connector.execute("PUBLISH", CANCEL_CHANNEL, task_id)
+
+    # -- servers, schedulers, cluster -------------------------------------------------------
+
+    async def servers(self) -> list[ServerRecord]:
+        """Running servers (asyncq and asynq) with the tasks they are running."""
+        records = []
+        for key in await self._live_members(ALL_SERVERS):
+            raw = await self.connector.execute("GET", key)
+            if raw is None:
+                continue
+            info = ServerInfo.FromString(raw)
+            workers_key = key.replace("asynq:servers:", "asynq:workers:", 1)
+            workers = [
+                WorkerInfo.FromString(w) for w in await self.connector.execute("HVALS", workers_key)
+            ]
+            records.append(
+                ServerRecord(
+                    id=info.server_id, host=info.host, pid=info.pid,
+                    concurrency=info.concurrency, queues=dict(info.queues),
+                    strict_priority=info.strict_priority, status=info.status,
+                    started=_stamp(info.start_time),
+                    active_workers=[
+                        WorkerRecord(w.task_id, w.task_type, w.task_payload, w.queue,
+                                     _stamp(w.start_time), _stamp(w.deadline))
+                        for w in workers
+                    ],
+                )
+            )  # fmt: skip
+        return sorted(records, key=lambda r: (r.host, r.pid, r.id))
+
+    async def _live_members(self, index: str) -> list[str]:
+        """Members of a heartbeat index whose expiry is in the future; prunes the rest."""
+        now = int(time.time())
+        await self.connector.execute("ZREMRANGEBYSCORE", index, "-inf", now - 1)
+        members = await self.connector.execute("ZRANGEBYSCORE", index, now, "+inf")
+        return [m.decode() for m in members]
+
+    async def scheduler_entries(self) -> list[SchedulerEntryInfo]:
+        """Periodic tasks registered by running schedulers (asyncq and asynq)."""
+        entries = []
+        for key in await self._live_members(ALL_SCHEDULERS):
+            for raw in await self.connector.execute("LRANGE", key, 0, -1):
+                e = SchedulerEntry.FromString(raw)
+                entries.append(
+                    SchedulerEntryInfo(
+                        id=e.id, spec=e.spec, task_type=e.task_type, payload=e.task_payload,
+                        options=list(e.enqueue_options),
+                        next_enqueue=_optional_stamp(e.next_enqueue_time),
+                        prev_enqueue=_optional_stamp(e.prev_enqueue_time),
+                    )
+                )  # fmt: skip
+        return sorted(entries, key=lambda e: e.id)
+
+    async def scheduler_history(
+        self, entry_id: str, *, page: int = 1, size: int = 30
+    ) -> list[SchedulerEvent]:
+        """A scheduler entry's enqueue events, newest first."""
+        start = (page - 1) * size
+        raw = await self.connector.execute(
+            "ZREVRANGE", scheduler_history_key(entry_id), start, start + size - 1
+        )
+        events = [SchedulerEnqueueEvent.FromString(r) for r in raw]
+        return [SchedulerEvent(e.task_id, _stamp(e.enqueue_time)) for e in events]
+
+    def cluster_key_slot(self, queue: str) -> int:
+        """The cluster slot that holds every key of ``queue``."""
+        return queue_slot(validate_queue_name(queue))
+
+    async def cluster_nodes(self, queue: str) -> list[ClusterNode]:
+        """The nodes that hold ``queue``'s slot: the master first, then its replicas."""
+        if not self.connector.is_cluster:
+            raise InvalidOptionError("cluster_nodes needs a Redis Cluster (RedisClusterConnector)")
+        slot = self.cluster_key_slot(queue)
+        shards = await self.connector.call(lambda c: c.execute_command("CLUSTER SHARDS"))
+        for shard in _shards(shards):
+            if any(lo <= slot <= hi for lo, hi in _ranges(shard.get("slots", []))):
+                nodes = [_node(n) for n in shard.get("nodes", [])]
+                nodes = [n for n in nodes if n.role in ("master", "replica")]
+                return sorted(nodes, key=lambda n: n.role != "master")
+        raise QueueNotFoundError(f"no node serves slot {slot} of queue {queue!r}")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return {_decode(k): _decode(v) for k, v in value.items()}
+    return value
+
+
+def _pairs(items: Any) -> dict[str, Any]:
+    if isinstance(items, dict):
+        return dict(_decode(items))
+    items = _decode(items)
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+def _shards(reply: Any) -> list[dict[str, Any]]:
+    """CLUSTER SHARDS as a list of dicts, whichever shape the client returned."""
+    if isinstance(reply, dict):  # redis-py may already key it by node
+        reply = next(iter(reply.values()))
+    shards = []
+    for shard in reply:
+        fields = _pairs(shard)
+        fields["nodes"] = [_pairs(n) for n in fields.get("nodes", [])]
+        shards.append(fields)
+    return shards
+
+
+def _ranges(slots: Any) -> list[tuple[int, int]]:
+    """Slot ranges from CLUSTER SHARDS: a flat [lo, hi, lo, hi] list or (lo, hi) pairs."""
+    if slots and isinstance(slots[0], list | tuple):
+        return [(int(lo), int(hi)) for lo, hi in slots]
+    return [(int(lo), int(hi)) for lo, hi in zip(slots[::2], slots[1::2], strict=False)]
+
+
+def _node(fields: dict[str, Any]) -> ClusterNode:
+    host = fields.get("ip") or fields.get("endpoint") or fields.get("hostname", "")
+    return ClusterNode(
+        id=str(fields.get("id", "")),
+        address=f"{host}:{fields.get('port', '')}",
+        role=str(fields.get("role", "")),
+    )
