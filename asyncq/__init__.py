@@ -38,6 +38,7 @@ from asyncq.inspector import (
     ServerRecord,
     WorkerRecord,
 )
+from asyncq.scheduler import PeriodicTaskConfig, PeriodicTaskManager, Scheduler
 from asyncq.servemux import Handler, Middleware, ServeMux
 from asyncq.server import Server
 from asyncq.task import Task, TaskInfo, TaskState
@@ -61,12 +62,15 @@ __all__ = [
     "InvalidQueueNameError",
     "LeaseExpiredError",
     "Middleware",
+    "PeriodicTaskConfig",
+    "PeriodicTaskManager",
     "QueueInfo",
     "QueueNotEmptyError",
     "QueueNotFoundError",
     "RedisClusterConnector",
     "RedisConnector",
     "RevokeTask",
+    "Scheduler",
     "SchedulerEntryInfo",
     "SchedulerEvent",
     "ServeMux",

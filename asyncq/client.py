@@ -12,7 +12,7 @@ from typing import Unpack
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import new_message
-from asyncq._broker.rdb import DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
+from asyncq._broker.rdb import ALREADY_FIRED, DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
 from asyncq._coalesce import Coalescer
@@ -23,6 +23,8 @@ from asyncq.task import Task, TaskInfo, TaskState
 __all__ = ["Client", "EnqueueResult"]
 
 BATCH_SIZE = 1000  # tasks per script call in enqueue_many: big enough, far below Redis limits
+# How long a scheduler's fire lock lives: far longer than schedulers can disagree on a fire.
+FIRE_LOCK_TTL = 600
 
 TaskItem = Task | tuple[Task, Mapping[str, object]]
 
@@ -118,6 +120,24 @@ class Client:
             code = await self._write_one(prepared)
         return self._outcome(prepared, code)
 
+    async def enqueue_once(
+        self, task: Task, options: Mapping[str, object], lock: tuple[str, int]
+    ) -> TaskInfo | None:
+        """Enqueue unless another caller already took ``lock`` (an entry's fire, for the
+        Scheduler): ``lock`` is (entry id, fire time). Returns None when it was taken.
+
+        The lock lives in the queue's slot and is taken by the same script that stores
+        the task, so a fire is enqueued exactly once however many schedulers try.
+        """
+        prepared = self._prepare(task, options)
+        entry_id, fire_time = lock
+        fire = (prepared.keys.fired(entry_id, fire_time), FIRE_LOCK_TTL)
+        await self._broker.register_queue(prepared.opts.queue)
+        code = await self._write_one(prepared, fire)
+        if code == ALREADY_FIRED:
+            return None
+        return self._outcome(prepared, code)
+
     async def enqueue_many(
         self, tasks: Iterable[TaskItem], **options: Unpack[EnqueueOptions]
     ) -> list[EnqueueResult]:
@@ -188,20 +208,20 @@ class Client:
             batcher = self._batchers[keys.name] = Coalescer(flush)
         return batcher
 
-    async def _write_one(self, p: _Prepared) -> int:
+    async def _write_one(self, p: _Prepared, fire: tuple[str, int] = ("", 0)) -> int:
         opts = p.opts
         if p.state is TaskState.SCHEDULED:
             return await self._broker.schedule(
                 p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
-                opts.unique_ttl,
+                opts.unique_ttl, fire,
             )  # fmt: skip
         if p.state is TaskState.AGGREGATING:
             return await self._broker.add_to_group(
                 p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
-                opts.unique_ttl,
+                opts.unique_ttl, fire,
             )  # fmt: skip
         return await self._broker.enqueue(
-            p.keys, opts.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl
+            p.keys, opts.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl, fire
         )
 
     async def _write_many(

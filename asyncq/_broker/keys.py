@@ -108,6 +108,10 @@ class QueueKeys:
         """The sorted set ``asynq:{q}:g:<group>`` of tasks waiting to be aggregated."""
         return self.group_prefix + group
 
+    def fired(self, entry_id: str, fire_time: int) -> str:
+        """A scheduler's lock on one fire of one entry: taken by the first scheduler only."""
+        return f"{self.prefix}fired:{entry_id}:{fire_time}"
+
     def processed_on(self, utc_date: str) -> str:
         """Daily processed counter; ``utc_date`` is ``YYYY-MM-DD`` in UTC."""
         return f"{self.prefix}processed:{utc_date}"

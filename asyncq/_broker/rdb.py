@@ -20,6 +20,7 @@ __all__ = ["DUPLICATE", "ENQUEUED", "ID_CONFLICT", "Broker"]
 ENQUEUED = 1
 ID_CONFLICT = 0
 DUPLICATE = -1
+ALREADY_FIRED = -2  # a scheduler's fire lock was taken by another scheduler
 
 # How long a client trusts that it has added a queue to `asynq:queues`. asynq caches
 # it forever, so a queue removed by another process stays invisible to the CLI until
@@ -70,17 +71,23 @@ class Broker:
         self._registered[queue] = now
 
     async def enqueue(
-        self, keys: QueueKeys, task_id: str, msg: bytes, now_ns: int, unique_key: str, ttl: int
+        self,
+        keys: QueueKeys,
+        task_id: str,
+        msg: bytes,
+        now_ns: int,
+        unique_key: str,
+        ttl: int,
+        fire: tuple[str, int] = ("", 0),
     ) -> int:
         """asynq's Enqueue / EnqueueUnique: a new pending task.
 
         Returns ENQUEUED, ID_CONFLICT or DUPLICATE, as every enqueue-family verb does.
         """
         script_keys = [keys.task(task_id), keys.pending]
-        args: list[Arg] = [msg, task_id, now_ns, keys.wakeup]
         if unique_key:
             script_keys.append(unique_key)
-            args.append(ttl)
+        args: list[Arg] = [msg, task_id, now_ns, keys.wakeup, ttl, *fire]
         return int(await self.connector.run_script(load_script("enqueue"), script_keys, args))
 
     async def schedule(
@@ -92,13 +99,13 @@ class Broker:
         group: str,
         unique_key: str,
         ttl: int,
+        fire: tuple[str, int] = ("", 0),
     ) -> int:
         """asynq's Schedule / ScheduleUnique: a new task due at ``process_at`` (Unix s)."""
         script_keys = [keys.task(task_id), keys.scheduled]
-        args: list[Arg] = [msg, process_at, task_id, group]
         if unique_key:
             script_keys.append(unique_key)
-            args.append(ttl)
+        args: list[Arg] = [msg, process_at, task_id, group, ttl, *fire]
         return int(await self.connector.run_script(load_script("schedule"), script_keys, args))
 
     async def add_to_group(
@@ -110,13 +117,13 @@ class Broker:
         group: str,
         unique_key: str,
         ttl: int,
+        fire: tuple[str, int] = ("", 0),
     ) -> int:
         """asynq's AddToGroup / AddToGroupUnique: a new task waiting for aggregation."""
         script_keys = [keys.task(task_id), keys.group(group), keys.groups]
-        args: list[Arg] = [msg, task_id, now, group]
         if unique_key:
             script_keys.append(unique_key)
-            args.append(ttl)
+        args: list[Arg] = [msg, task_id, now, group, ttl, *fire]
         return int(await self.connector.run_script(load_script("add_to_group"), script_keys, args))
 
     async def enqueue_batch(

@@ -11,11 +11,17 @@
 -- ARGV[2] = process-at time in Unix seconds (the score)
 -- ARGV[3] = task id
 -- ARGV[4] = group name, or "" for none
--- ARGV[5] = unique lock TTL in whole seconds (only with KEYS[3])
--- DERIVED = none
--- RETURNS = 1 scheduled, 0 the task id is taken, -1 a unique lock is held (duplicate)
+-- ARGV[5] = unique lock TTL in whole seconds (used only with KEYS[3])
+-- ARGV[6] = scheduler fire lock asynq:{q}:fired:<entry>:<time>, or "" (see the Scheduler)
+-- ARGV[7] = fire lock TTL in whole seconds
+-- DERIVED = ARGV[6] -> asynq:{q}:fired:<entry>:<time>
+-- RETURNS = 1 scheduled, 0 the task id is taken, -1 a unique lock is held (duplicate),
+--           -2 another scheduler already enqueued this fire
 if redis.call("EXISTS", KEYS[1]) == 1 then
   return 0
+end
+if ARGV[6] ~= "" and not redis.call("SET", ARGV[6], "1", "NX", "EX", ARGV[7]) then
+  return -2
 end
 if KEYS[3] then
   if not redis.call("SET", KEYS[3], ARGV[3], "NX", "EX", ARGV[5]) then

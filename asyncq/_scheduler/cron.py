@@ -1,0 +1,170 @@
+"""Cron specs as asynq (robfig/cron v3's standard parser) reads them, and their next fire.
+
+Supported: five fields (minute hour day-of-month month day-of-week) with ``*``,
+``?``, ranges, steps, lists and month/day names; the descriptors ``@yearly``,
+``@annually``, ``@monthly``, ``@weekly``, ``@daily``, ``@midnight``, ``@hourly``;
+``@every <go duration>``; and a ``CRON_TZ=<zone>`` (or ``TZ=``) prefix.
+
+One difference from asynq, on purpose: ``@every`` fires on multiples of its interval
+since the Unix epoch (not relative to each process's start), so that several
+scheduler processes agree on the fire times and each fire happens once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from asyncq._scheduler.goformat import parse_go_duration
+
+__all__ = ["CronSpec", "EverySpec", "Schedule", "parse_schedule"]
+
+DESCRIPTORS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+MONTHS = {m: i + 1 for i, m in enumerate(MONTH_NAMES)}
+DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
+# (low, high, names) of the five fields.
+FIELDS = [(0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, MONTHS), (0, 6, DAYS)]
+SEARCH_DAYS = 366 * 5  # a spec that matches nothing within five years never fires
+
+
+class Schedule:
+    """When an entry fires."""
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        """The first fire strictly after ``moment`` (aware), or None if there is none."""
+        raise NotImplementedError
+
+    @property
+    def interval(self) -> float:
+        """A typical gap between fires, in seconds (used to size fire locks)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EverySpec(Schedule):
+    """``@every <duration>``: on multiples of the interval since the Unix epoch."""
+
+    seconds: float
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        now = moment.timestamp()
+        return datetime.fromtimestamp((math.floor(now / self.seconds) + 1) * self.seconds, UTC)
+
+    @property
+    def interval(self) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True)
+class CronSpec(Schedule):
+    """A five-field cron spec evaluated in a time zone."""
+
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+    any_day: bool  # day-of-month was "*" or "?"
+    any_weekday: bool  # day-of-week was "*" or "?"
+    zone: tzinfo
+
+    @property
+    def interval(self) -> float:
+        return 60.0 if len(self.minutes) > 1 else 3600.0
+
+    def _day_matches(self, day: datetime) -> bool:
+        if day.month not in self.months:
+            return False
+        dom = day.day in self.days
+        dow = (day.isoweekday() % 7) in self.weekdays
+        # robfig/cron: with either field unrestricted both must match, else either may.
+        if self.any_day or self.any_weekday:
+            return dom and dow
+        return dom or dow
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        local = moment.astimezone(self.zone)
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        for _ in range(SEARCH_DAYS):
+            if self._day_matches(day):
+                for hour in sorted(self.hours):
+                    for minute in sorted(self.minutes):
+                        wall = day.replace(hour=hour, minute=minute)
+                        fire = wall.replace(tzinfo=self.zone)
+                        # A wall time skipped by a DST change does not exist: no fire.
+                        if fire.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != wall:
+                            continue
+                        if fire > moment:
+                            return fire
+            day += timedelta(days=1)
+        return None
+
+
+def _field(text: str, index: int) -> tuple[frozenset[int], bool]:
+    low, high, names = FIELDS[index]
+    values: set[int] = set()
+    star = text in ("*", "?")
+    for part in text.split(","):
+        body, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step must be positive in {part!r}")
+        if body in ("*", "?"):
+            start, end = low, high
+        else:
+            first, _, last = body.partition("-")
+            start = _value(first, names)
+            end = _value(last, names) if last else (high if step_text else start)
+        if not low <= start <= end <= high:
+            raise ValueError(f"{part!r} is out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return frozenset(values), star
+
+
+def _value(text: str, names: dict[str, int]) -> int:
+    lowered = text.lower()
+    if lowered in names:
+        return names[lowered]
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a number or a name")
+    return int(text)
+
+
+def parse_schedule(spec: str, location: tzinfo = UTC) -> Schedule:
+    """Parse ``spec``; raises ``ValueError`` with what is wrong."""
+    text = spec.strip()
+    zone = location
+    if text.startswith(("CRON_TZ=", "TZ=")):
+        prefix, _, text = text.partition(" ")
+        try:
+            zone = ZoneInfo(prefix.split("=", 1)[1])
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone in {prefix!r}") from error
+        text = text.strip()
+    if text.startswith("@every"):
+        seconds = parse_go_duration(text[len("@every") :])
+        if seconds <= 0:
+            raise ValueError("@every needs a positive duration")
+        return EverySpec(max(seconds, 1.0))  # robfig rounds sub-second intervals up to 1s
+    text = DESCRIPTORS.get(text, text)
+    parts = text.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"{spec!r} is not a 5-field cron spec (minute hour day month weekday), "
+            "a descriptor such as @daily, or @every <duration>"
+        )
+    (minutes, _), (hours, _), (days, any_day), (months, _), (weekdays, any_weekday) = (
+        _field(part, i) for i, part in enumerate(parts)
+    )
+    return CronSpec(minutes, hours, days, months, weekdays, any_day, any_weekday, zone)

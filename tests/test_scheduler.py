@@ -1,0 +1,190 @@
+"""The scheduler: cron specs, asynq's entry format, and exactly one enqueue per fire."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from asyncq import (
+    Connector,
+    Inspector,
+    InvalidOptionError,
+    PeriodicTaskConfig,
+    PeriodicTaskManager,
+    RedisClusterConnector,
+    RedisConnector,
+    Scheduler,
+    Task,
+)
+from asyncq._scheduler.cron import parse_schedule
+from asyncq._scheduler.goformat import go_duration, go_option_strings, go_unix_date
+from asyncq.scheduler import entry_message
+from asyncq.testing import ManualClock
+from tests.worker_helpers import key
+
+# The entry of asynq's scenario 10: Register("@every 30s", tick, Queue("default")).
+GO_ENTRY = bytes.fromhex(
+    "0a2433626164643238322d626634652d346139382d626533302d383461356666636634323936120a4065"
+    "76657279203330731a047469636b2a105175657565282264656661756c742229320608feb3a6d8063a0b"
+    "088092b8c398feffffff01"
+)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def test_entry_bytes_are_asynqs() -> None:
+    data = entry_message(
+        "3badd282-bf4e-4a98-be30-84a5ffcf4296",
+        "@every 30s",
+        Task("tick"),
+        go_option_strings({"queue": "default"}),
+        datetime.fromtimestamp(1795791358, UTC),
+        None,
+    )
+    assert data == GO_ENTRY
+
+
+def test_go_formats() -> None:
+    assert [go_duration(s) for s in (90, 3600, 1.5, 0.25, 86400)] == [
+        "1m30s", "1h0m0s", "1.5s", "250ms", "24h0m0s",
+    ]  # fmt: skip
+    assert go_unix_date(utc(2030, 1, 1, 9, 5, 7)) == "Tue Jan  1 09:05:07 UTC 2030"
+    assert go_option_strings(
+        {"queue": "q", "max_retry": 3, "timeout": 90, "unique": timedelta(hours=1),
+         "retention": 60, "group": "g", "task_id": "t"}
+    ) == ['Queue("q")', "MaxRetry(3)", "Timeout(1m30s)", "Unique(1h0m0s)", 'TaskID("t")',
+          "Retention(1m0s)", 'Group("g")']  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "after", "expected"),
+    [
+        ("*/15 * * * *", utc(2030, 1, 1, 10, 7), utc(2030, 1, 1, 10, 15)),
+        ("0 9 * * mon-fri", utc(2030, 1, 5, 12, 0), utc(2030, 1, 7, 9, 0)),  # Sat -> Mon
+        ("0 0 1 * *", utc(2030, 1, 15), utc(2030, 2, 1)),
+        ("@hourly", utc(2030, 1, 1, 10, 0), utc(2030, 1, 1, 11, 0)),
+        ("@daily", utc(2030, 1, 1, 10, 0), utc(2030, 1, 2)),
+        ("@every 30s", utc(2030, 1, 1, 0, 0, 10), utc(2030, 1, 1, 0, 0, 30)),
+        ("0 12 13 * fri", utc(2030, 1, 1), utc(2030, 1, 4, 12, 0)),  # day OR weekday
+        ("CRON_TZ=Asia/Tokyo 0 9 * * *", utc(2030, 1, 1, 1, 0), utc(2030, 1, 2, 0, 0)),
+    ],
+)
+def test_next_fire(spec: str, after: datetime, expected: datetime) -> None:
+    assert parse_schedule(spec).next_after(after) == expected
+
+
+def test_location_and_daylight_saving() -> None:
+    new_york = ZoneInfo("America/New_York")
+    schedule = parse_schedule("30 2 * * *", new_york)
+    # 2030-03-10 02:30 does not exist in New York (clocks jump to 03:00): no fire that day.
+    fire = schedule.next_after(utc(2030, 3, 9, 12))
+    assert fire is not None and fire.astimezone(new_york) == datetime(
+        2030, 3, 11, 2, 30, tzinfo=new_york
+    )
+    winter = parse_schedule("0 9 * * *", new_york).next_after(utc(2030, 1, 1))
+    assert winter == utc(2030, 1, 1, 14)  # 09:00 EST is 14:00 UTC
+
+
+@pytest.mark.parametrize("spec", ["* * * *", "61 * * * *", "@every", "@every soon", "0 0 * * xyz"])
+def test_bad_specs_are_refused(spec: str) -> None:
+    scheduler = Scheduler(RedisConnector())
+    with pytest.raises(InvalidOptionError, match="bad schedule"):
+        scheduler.register(spec, Task("t"))
+
+
+async def test_fires_at_the_right_times_once_each(connector: Connector, queue_name: str) -> None:
+    clock = ManualClock(utc(2030, 1, 1, 8, 59, 30).timestamp())
+    scheduler = Scheduler(connector, location="Europe/Paris", clock=clock)
+    entry = scheduler.register("0 10 * * *", Task("report", {"n": 1}), queue=queue_name)
+    assert scheduler.next_fire(entry) == utc(2030, 1, 1, 9, 0)  # 10:00 in Paris
+    await scheduler.tick()
+    assert await connector.client.llen(key(queue_name, "pending")) == 0
+    clock.set(utc(2030, 1, 1, 9, 0, 1).timestamp())
+    await scheduler.tick()
+    await scheduler.tick()  # the same fire is not enqueued twice
+    assert await connector.client.llen(key(queue_name, "pending")) == 1
+    assert scheduler.next_fire(entry) == utc(2030, 1, 2, 9, 0)
+    history = await connector.client.zrange(f"asynq:scheduler_history:{entry}", 0, -1)
+    assert len(history) == 1
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+async def test_several_schedulers_enqueue_each_fire_once(
+    connector: Connector, queue_name: str, replicas: int
+) -> None:
+    clock = ManualClock(utc(2030, 1, 1, 0, 0, 0).timestamp())
+    schedulers = [Scheduler(connector, clock=clock) for _ in range(replicas)]
+    ids = {s.register("@every 10s", Task("beat"), queue=queue_name) for s in schedulers}
+    assert len(ids) == 1, "the same entry must get the same id in every scheduler"
+    for _ in range(5):
+        clock.advance(10)
+        await asyncio.gather(*(s.tick() for s in schedulers))
+    assert await connector.client.llen(key(queue_name, "pending")) == 5
+    (entry,) = ids
+    assert await connector.client.zcard(f"asynq:scheduler_history:{entry}") == 5
+
+
+async def test_an_archived_copy_does_not_stop_the_firing(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock(utc(2030, 1, 1).timestamp())
+    scheduler = Scheduler(connector, clock=clock)
+    scheduler.register("@every 1m", Task("job"), queue=queue_name)
+    clock.advance(60)
+    await scheduler.tick()
+    async with Inspector(connector) as inspector:
+        assert await inspector.archive_all(queue_name, "pending") == 1
+    clock.advance(60)
+    await scheduler.tick()
+    assert await connector.client.llen(key(queue_name, "pending")) == 1
+
+
+async def test_hooks_and_entries_for_asynqs_tools(connector: Connector, queue_name: str) -> None:
+    seen: list[str] = []
+    clock = ManualClock(utc(2030, 1, 1).timestamp())
+
+    async def before(task: Task, options: object) -> None:
+        seen.append(f"before {task.type}")
+
+    def after(info: object, error: BaseException | None) -> None:
+        seen.append(f"after {getattr(info, 'queue', None)} {error}")
+
+    scheduler = Scheduler(connector, clock=clock, before_enqueue=before, after_enqueue=after)
+    entry = scheduler.register("@every 1m", Task("tick"), queue=queue_name, max_retry=2)
+    await scheduler.heartbeat()
+    try:
+        async with Inspector(connector) as inspector:
+            listed = [e for e in await inspector.scheduler_entries() if e.id == entry]
+        assert listed[0].options == [f'Queue("{queue_name}")', "MaxRetry(2)"]
+        assert listed[0].next_enqueue == utc(2030, 1, 1, 0, 1) and listed[0].prev_enqueue is None
+        clock.advance(60)
+        await scheduler.tick()
+        assert seen == ["before tick", f"after {queue_name} None"]
+    finally:
+        await connector.client.zrem("asynq:schedulers", f"asynq:schedulers:{{{scheduler.id}}}")
+
+
+async def test_periodic_task_manager_syncs_entries(connector: Connector, queue_name: str) -> None:
+    configs = [PeriodicTaskConfig("@hourly", Task("a"), {"queue": queue_name})]
+    scheduler = Scheduler(connector)
+    manager = PeriodicTaskManager(scheduler, lambda: configs)
+    await manager.sync_now()
+    (first,) = scheduler.entry_ids
+    configs = [
+        PeriodicTaskConfig("@hourly", Task("a"), {"queue": queue_name}),
+        PeriodicTaskConfig("@daily", Task("b"), {"queue": queue_name}),
+    ]
+    await manager.sync_now()
+    assert len(scheduler.entry_ids) == 2 and first in scheduler.entry_ids
+    configs = [PeriodicTaskConfig("@daily", Task("b"), {"queue": queue_name})]
+    await manager.sync_now()
+    assert len(scheduler.entry_ids) == 1 and first not in scheduler.entry_ids
+
+
+def test_cluster_connector_is_accepted() -> None:
+    Scheduler(RedisClusterConnector(["127.0.0.1:7000"])).register("@daily", Task("t"))
