@@ -20,8 +20,10 @@ from asyncq._broker.servers import clear_server_state
 from asyncq._clock import Clock
 from asyncq._cluster.connector import Connector
 from asyncq._cluster.router import QueueRouter
+from asyncq._worker.aggregator import Aggregator
 from asyncq._worker.config import (
     ErrorHandler,
+    GroupAggregator,
     HealthCheck,
     IsFailure,
     RetryDelay,
@@ -72,6 +74,11 @@ class Server:
         lease_duration: Duration = 30.0,
         heartbeat_interval: Duration = 5.0,
         recoverer_interval: Duration = 60.0,
+        group_aggregator: GroupAggregator | None = None,
+        group_grace_period: Duration = 60.0,
+        group_max_delay: Duration = 0.0,
+        group_max_size: int = 0,
+        group_check_interval: Duration = 0.0,
         clock: Clock | None = None,
     ) -> None:
         options: dict[str, Any] = {
@@ -94,6 +101,11 @@ class Server:
             "lease_duration": seconds("lease_duration", lease_duration, minimum=1),
             "heartbeat_interval": seconds("heartbeat_interval", heartbeat_interval, minimum=0.01),
             "recoverer_interval": seconds("recoverer_interval", recoverer_interval, minimum=0.01),
+            "group_aggregator": group_aggregator,
+            "group_grace_period": seconds("group_grace_period", group_grace_period),
+            "group_max_delay": seconds("group_max_delay", group_max_delay),
+            "group_max_size": group_max_size,
+            "group_check_interval": seconds("group_check_interval", group_check_interval),
         }
         if concurrency is not None:
             options["concurrency"] = concurrency
@@ -118,6 +130,14 @@ class Server:
         self._shutdown_started = False
 
     # -- public lifecycle ------------------------------------------------------------------------
+
+    def component(self, name: str) -> Any:
+        """A running background component by name ("forwarder", "recoverer", "janitor",
+        "waker", "subscriber", "aggregator", "health check"), for diagnostics and tests."""
+        for component in self._components:
+            if getattr(component, "name", None) == name:
+                return component
+        raise KeyError(f"no component {name!r} is running")
 
     @property
     def running_tasks(self) -> int:
@@ -232,6 +252,8 @@ class Server:
         ]
         if config.health_check is not None:
             components.append(HealthChecker(self.broker, config, config.health_check))
+        if config.group_aggregator is not None:
+            components.append(Aggregator(self.broker, self.router, config, config.group_aggregator))
         self._dispatcher, self._heartbeater, self._components = dispatcher, heartbeater, components
         async with asyncio.TaskGroup() as group:
             heartbeater.start(group)

@@ -176,7 +176,7 @@ async def test_idle_worker_is_woken_by_an_enqueue(connector: Connector, queue_na
         ran.set()
 
     async with running_server(connector, mux, {queue_name: 1}, task_check_interval=60) as server:
-        await eventually(_waker_subscribed(server))
+        await eventually(server.component("waker").subscribed.is_set)
         # Let the dispatcher finish its first look at the (empty) queue and go idle.
         await eventually(lambda: server.running_tasks == 0)
         async with Client(connector) as client:
@@ -250,13 +250,3 @@ async def _script_calls(connector: Connector) -> int:
 
 async def _processed_is(connector: Connector, queue: str, count: int) -> bool:
     return await counter(connector, key(queue, "processed")) == count
-
-
-def _waker_subscribed(server: object) -> object:
-    def check() -> bool:
-        for component in server._components:  # type: ignore[attr-defined]
-            if getattr(component, "name", "") == "waker":
-                return bool(component.subscribed.is_set())
-        return False
-
-    return check

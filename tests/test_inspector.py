@@ -238,7 +238,7 @@ async def test_cancel_reaches_the_worker_running_the_task(
         Inspector(connector) as inspector,
     ):
         await eventually(started.is_set)
-        await eventually(lambda: _subscribed(server))
+        await eventually(server.component("subscriber").subscribed.is_set)
         records = [s for s in await inspector.servers() if s.id == server.identity.server_id]
         await eventually(lambda: _has_worker(inspector, server.identity.server_id, info.id))
         assert records and records[0].queues == {queue_name: 1}
@@ -303,10 +303,3 @@ async def _has_worker(inspector: Inspector, server_id: str, task_id: str) -> boo
         if record.id == server_id:
             return task_id in [w.task_id for w in record.active_workers]
     return False
-
-
-def _subscribed(server: object) -> bool:
-    return any(
-        getattr(c, "name", "") == "subscriber" and c.subscribed.is_set()
-        for c in server._components  # type: ignore[attr-defined]
-    )

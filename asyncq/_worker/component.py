@@ -24,6 +24,7 @@ class PeriodicComponent(ABC):
         self.logger = logger
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.ticks = 0  # steps completed: for diagnostics and tests
 
     def start(self, group: asyncio.TaskGroup) -> None:
         """Start the loop as a child of ``group``."""
@@ -48,6 +49,7 @@ class PeriodicComponent(ABC):
     async def _safe_tick(self) -> None:
         try:
             await self._tick()
+            self.ticks += 1
         except Exception:
             self.logger.exception(
                 "asyncq %s: step failed; trying again in %.1fs", self.name, self.interval

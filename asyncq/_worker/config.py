@@ -15,6 +15,7 @@ from asyncq.task import Task
 
 __all__ = [
     "ErrorHandler",
+    "GroupAggregator",
     "HealthCheck",
     "IsFailure",
     "RetryDelay",
@@ -34,6 +35,9 @@ ErrorHandler = Callable[[Task, BaseException], "Awaitable[None] | None"]
 
 HealthCheck = Callable[[BaseException | None], "Awaitable[None] | None"]
 """Called after each Redis health check with the error, or None when Redis answered."""
+
+GroupAggregator = Callable[[str, list[Task]], "Task | Awaitable[Task]"]
+"""``aggregate(group, tasks)``: one task made of a ready group's tasks."""
 
 # asynq's lease is 30 s and its recoverer waits 30 s more; a shorter lease beside Go
 # servers would let them take back tasks that are still running here.
@@ -83,6 +87,11 @@ class ServerConfig:
     heartbeat_interval: float = 5.0
     recoverer_interval: float = 60.0
     cancel_grace: float = 1.0
+    group_aggregator: GroupAggregator | None = None
+    group_grace_period: float = 60.0
+    group_max_delay: float = 0.0
+    group_max_size: int = 0
+    group_check_interval: float = 0.0  # 0: asynq's min(7 s, grace period)
     clock: Clock = field(default_factory=SystemClock)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("asyncq.server"))
 
@@ -101,6 +110,12 @@ class ServerConfig:
         for name in ("retry_delay", "is_failure"):
             if not callable(getattr(self, name)):
                 raise InvalidOptionError(f"{name} must be callable")
+        if self.group_grace_period < 1:
+            raise InvalidOptionError("group_grace_period must be at least 1 second (asynq's rule)")
+        if not _whole(self.group_max_size) or self.group_max_size < 0:
+            raise InvalidOptionError("group_max_size must be a whole number >= 0")
+        if self.group_check_interval <= 0:
+            self.group_check_interval = min(7.0, self.group_grace_period)
         if self.lease_duration < ASYNQ_LEASE_SECONDS:
             self.logger.warning(
                 "lease_duration %.1fs is shorter than asynq's 30s: do not run Go asynq servers "

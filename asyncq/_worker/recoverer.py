@@ -1,5 +1,7 @@
 """The recoverer: takes back tasks whose worker died, and tasks left active without a lease.
 
+It also puts back into their groups the aggregation sets whose aggregator died.
+
 Every ``recoverer_interval`` (and once at start) it lists, per served queue, the
 tasks whose lease ended more than a grace period ago, and the tasks in ``active``
 that hold no lease at all (asynq never recovers those). Each goes to retry, or to
@@ -8,6 +10,7 @@ the archive when its retries are used up, with ``LeaseExpiredError``.
 
 from __future__ import annotations
 
+from asyncq._broker.groups import GroupBroker
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_message
 from asyncq._broker.rdb import Broker
@@ -33,11 +36,14 @@ class Recoverer(PeriodicComponent):
         self.router = router
         self.config = config
         self.finisher = finisher
+        self.groups = GroupBroker(broker)
 
     async def _tick(self) -> None:
-        cutoff = int(self.config.clock.time() - self.config.recovery_grace)
+        now = self.config.clock.time()
+        cutoff = int(now - self.config.recovery_grace)
         for queue in self.router.queues:
             keys = self.broker.keys(queue)
+            await self.groups.reclaim_stale_sets(keys, now)
             expired = await self.broker.list_lease_expired(keys, cutoff)
             orphaned = await self.broker.list_orphaned(keys)
             for raw in expired + orphaned:

@@ -1,0 +1,71 @@
+"""Aggregation groups: asynq's group verbs (check, read, delete and reclaim sets)."""
+
+from __future__ import annotations
+
+from asyncq._broker.keys import QueueKeys
+from asyncq._broker.rdb import Broker
+from asyncq._broker.scripts import load_script
+
+__all__ = ["AGGREGATION_SET_TIMEOUT", "GroupBroker"]
+
+# An aggregation set not deleted by then (its aggregator died) goes back to its group.
+AGGREGATION_SET_TIMEOUT = 120
+
+
+class GroupBroker:
+    """The storage side of task aggregation."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.connector = broker.connector
+
+    async def group_names(self, keys: QueueKeys) -> list[str]:
+        return sorted(g.decode() for g in await self.connector.execute("SMEMBERS", keys.groups))
+
+    async def check(
+        self,
+        keys: QueueKeys,
+        group: str,
+        set_key: str,
+        *,
+        max_size: int,
+        max_delay: int,
+        grace: int,
+        now: float,
+    ) -> bool:
+        """asynq's AggregationCheck: True when the group's ready tasks moved into ``set_key``."""
+        script_keys = [keys.group(group), set_key, keys.aggregation_sets, keys.groups]
+        args: list[str | int] = [
+            max_size,
+            max_delay,
+            grace,
+            int(now) + AGGREGATION_SET_TIMEOUT,
+            int(now),
+            group,
+        ]
+        result = await self.connector.run_script(
+            load_script("aggregation_check"), script_keys, args
+        )
+        return bool(result)
+
+    async def read_set(self, keys: QueueKeys, set_key: str) -> list[bytes]:
+        reply = await self.connector.run_script(
+            load_script("read_aggregation_set"), [set_key], [keys.task_prefix]
+        )
+        return list(reply)
+
+    async def delete_set(self, keys: QueueKeys, set_key: str) -> None:
+        await self.connector.run_script(
+            load_script("delete_aggregation_set"),
+            [set_key, keys.aggregation_sets],
+            [keys.task_prefix, keys.unique_prefix],
+        )
+
+    async def reclaim_stale_sets(self, keys: QueueKeys, now: float) -> int:
+        return int(
+            await self.connector.run_script(
+                load_script("reclaim_aggregation_sets"),
+                [keys.aggregation_sets, keys.groups],
+                [int(now), keys.group_prefix],
+            )
+        )

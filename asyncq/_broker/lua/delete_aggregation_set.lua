@@ -1,0 +1,24 @@
+-- delete_aggregation_set: the aggregated task is enqueued; drop the set and its tasks.
+-- Semantics of asynq's deleteAggregationSetCmd, also releasing the tasks' unique locks.
+--
+-- KEYS[1] = asynq:{q}:g:<group>:<set-id>   the aggregation set
+-- KEYS[2] = asynq:{q}:aggregation_sets     set key -> deadline
+-- ARGV[1] = task key prefix asynq:{q}:t:
+-- ARGV[2] = unique lock prefix asynq:{q}:unique:
+-- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>; ARGV[2] .. suffix -> asynq:{q}:unique:<type>:<md5>
+-- RETURNS = how many tasks were deleted
+local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  local lock = redis.call("HGET", key, "unique_key")
+  if lock and string.sub(lock, 1, #ARGV[2]) == ARGV[2] then
+    local owned = ARGV[2] .. string.sub(lock, #ARGV[2] + 1)
+    if redis.call("GET", owned) == id then
+      redis.call("DEL", owned)
+    end
+  end
+  redis.call("DEL", key)
+end
+redis.call("DEL", KEYS[1])
+redis.call("ZREM", KEYS[2], KEYS[1])
+return #ids
