@@ -11,13 +11,20 @@ from types import TracebackType
 from typing import Unpack
 
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.message import new_message
+from asyncq._broker.message import decode_message, new_message
 from asyncq._broker.rdb import ALREADY_FIRED, DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
 from asyncq._coalesce import Coalescer
 from asyncq._options import EnqueueOptions, ResolvedOptions, check_names, resolve
-from asyncq.errors import DuplicateTaskError, TaskIdConflictError
+from asyncq.errors import (
+    DuplicateTaskError,
+    ResultNotKeptError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskIdConflictError,
+    TaskNotFoundError,
+)
 from asyncq.task import Task, TaskInfo, TaskState
 
 __all__ = ["Client", "EnqueueResult"]
@@ -119,6 +126,44 @@ class Client:
         else:
             code = await self._write_one(prepared)
         return self._outcome(prepared, code)
+
+    async def wait_result(
+        self, task: TaskInfo | str, *, queue: str | None = None, timeout: float = 30.0
+    ) -> bytes:
+        """Wait until a task completes and return its result (``b""`` if it wrote none).
+
+        ``task`` is the ``TaskInfo`` from ``enqueue`` or an id (then give ``queue``).
+        The task must be enqueued with ``retention`` for its result to outlive it.
+        Raises ``TaskFailedError`` when it is archived, ``ResultNotKeptError`` when it
+        finished without retention, ``TaskNotFoundError`` when there is no such task,
+        and ``ResultTimeoutError`` after ``timeout`` seconds. Retries are waited for.
+        """
+        task_id = task if isinstance(task, str) else task.id
+        queue_name = queue if queue is not None else getattr(task, "queue", "default")
+        keys = self._broker.keys(queue_name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay, seen = 0.002, False
+        while True:
+            state, result, msg = await self.connector.execute(
+                "HMGET", keys.task(task_id), "state", "result", "msg"
+            )
+            if state == b"completed":
+                return bytes(result or b"")
+            if state == b"archived":
+                raise TaskFailedError(task_id, decode_message(msg).error_msg)
+            if state is None:
+                if seen:
+                    raise ResultNotKeptError(
+                        f"task {task_id!r} finished but was not kept; enqueue it with "
+                        "retention= to wait for its result"
+                    )
+                raise TaskNotFoundError(f"no task {task_id!r} in queue {queue_name!r}")
+            seen = True
+            if loop.time() >= deadline:
+                raise ResultTimeoutError(f"task {task_id!r} did not finish within {timeout:g}s")
+            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+            delay = min(delay * 2, 0.1)
 
     async def enqueue_once(
         self, task: Task, options: Mapping[str, object], lock: tuple[str, int]

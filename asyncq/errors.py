@@ -12,11 +12,14 @@ __all__ = [
     "LeaseExpiredError",
     "QueueNotEmptyError",
     "QueueNotFoundError",
+    "ResultNotKeptError",
+    "ResultTimeoutError",
     "RevokeTask",
     "SkipRetry",
     "TaskCanceledError",
     "TaskDeadlineExceededError",
     "TaskDecodeError",
+    "TaskFailedError",
     "TaskIdConflictError",
     "TaskNotFoundError",
     "TaskStateError",
@@ -114,3 +117,20 @@ class TaskStateError(AsyncqError):
 
 class TaskCanceledError(AsyncqError):
     """A running task was cancelled on request (Inspector.cancel / ``asyncq task cancel``)."""
+
+
+class TaskFailedError(AsyncqError):
+    """A task awaited with ``wait_result`` failed for good (it was archived)."""
+
+    def __init__(self, task_id: str, last_error: str) -> None:
+        super().__init__(f"task {task_id!r} failed and was archived: {last_error}")
+        self.task_id = task_id
+        self.last_error = last_error
+
+
+class ResultNotKeptError(AsyncqError):
+    """The task finished but was deleted, so its result is gone; enqueue it with ``retention``."""
+
+
+class ResultTimeoutError(AsyncqError, TimeoutError):
+    """``wait_result`` gave up: the task did not finish in time (it may still finish later)."""
