@@ -128,7 +128,11 @@ class Client:
         return self._outcome(prepared, code)
 
     async def wait_result(
-        self, task: TaskInfo | str, *, queue: str | None = None, timeout: float = 30.0
+        self,
+        task: TaskInfo | str,
+        *,
+        queue: str | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a plain timeout reads best for this call
     ) -> bytes:
         """Wait until a task completes and return its result (``b""`` if it wrote none).
 

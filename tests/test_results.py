@@ -62,7 +62,7 @@ async def test_waiting_on_a_slow_task_times_out_then_succeeds(
         running_server(connector, result_mux(release), {queue_name: 1}),
     ):
         info = await client.enqueue(Task("slow"), queue=queue_name, retention=60)
-        with pytest.raises(ResultTimeoutError, match="did not finish within 0.2s"):
+        with pytest.raises(ResultTimeoutError, match=r"did not finish within 0\.2s"):
             await client.wait_result(info, timeout=0.2)
         release.set()
         assert await client.wait_result(info, timeout=10) == b"finally"
