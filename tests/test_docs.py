@@ -13,7 +13,15 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 # Pages whose blocks form a complete program (they call asyncio.run themselves).
-RUNNABLE_PAGES = ["quickstart.md", "handlers.md", "inspector.md"]
+RUNNABLE_PAGES = [
+    "quickstart.md",
+    "handlers.md",
+    "inspector.md",
+    "periodic.md",
+    "groups.md",
+    "results.md",
+    "unique.md",
+]
 
 
 def python_blocks(page: str) -> list[str]:
