@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the cluster tutorial) and `make test`.
 VENV := .venv/bin
 
-.PHONY: setup test lint demo proto clean
+.PHONY: setup test lint demo bench proto clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ test: lint
 
 demo: setup
 	$(VENV)/python scripts/demo.py
+
+# Throughput and latency against arq, saq, taskiq and streaq (benchmarks/README.md).
+bench: setup
+	$(VENV)/python -m benchmarks $(BENCH_ARGS)
 
 # Regenerate the protobuf module after editing asyncq/_proto/asynq.proto.
 proto:

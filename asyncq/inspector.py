@@ -437,6 +437,8 @@ class Inspector:
         self, entry_id: str, *, page: int = 1, size: int = 30
     ) -> list[SchedulerEvent]:
         """A scheduler entry's enqueue events, newest first."""
+        if page < 1 or size < 1:
+            raise InvalidOptionError("page and size start at 1")
         start = (page - 1) * size
         raw = await self.connector.execute(
             "ZREVRANGE", scheduler_history_key(entry_id), start, start + size - 1

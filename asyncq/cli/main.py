@@ -5,6 +5,10 @@ from __future__ import annotations
 import click
 
 import asyncq
+from asyncq.cli.misc import cron_group, group_group, server_group, stats
+from asyncq.cli.queue import queue_group
+from asyncq.cli.scheduler import scheduler
+from asyncq.cli.task import task_group
 from asyncq.cli.worker import worker
 
 __all__ = ["cli", "main"]
@@ -22,6 +26,13 @@ def version() -> None:
 
 
 cli.add_command(worker)
+cli.add_command(scheduler)
+cli.add_command(queue_group)
+cli.add_command(task_group)
+cli.add_command(stats)
+cli.add_command(server_group)
+cli.add_command(cron_group)
+cli.add_command(group_group)
 
 
 def main() -> None:

@@ -54,12 +54,25 @@ def make_connector(
     username: str | None,
     password: str | None,
     tls: bool,
+    *,
+    retry_deadline: float | None = None,
 ) -> Connector:
-    """The connector the options describe (``--cluster-nodes`` or ``--redis-url``, not both)."""
+    """The connector the options describe (``--cluster-nodes`` or ``--redis-url``, not both).
+
+    ``retry_deadline`` overrides the connector's default (5 s for one Redis, 20 s for a
+    cluster); the inspection commands use a short one so that a wrong address fails fast.
+    """
     if cluster_nodes and redis_url:
         raise click.UsageError("give --cluster-nodes or --redis-url, not both")
     if tls and not cluster_nodes:
         raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
+    connector: Connector
     if cluster_nodes:
-        return RedisClusterConnector(cluster_nodes, username=username, password=password, tls=tls)
-    return RedisConnector(redis_url or DEFAULT_URL, username=username, password=password)
+        connector = RedisClusterConnector(
+            cluster_nodes, username=username, password=password, tls=tls
+        )
+    else:
+        connector = RedisConnector(redis_url or DEFAULT_URL, username=username, password=password)
+    if retry_deadline is not None:
+        connector.retry_deadline = retry_deadline
+    return connector

@@ -16,7 +16,7 @@ from asyncq.errors import AsyncqError
 from asyncq.servemux import ServeMux
 from asyncq.server import Server
 
-__all__ = ["load_target", "worker"]
+__all__ = ["import_target", "load_target", "worker"]
 
 # How long the process may take to exit after the server has shut down, before it is
 # ended forcibly (a handler that ignores cancellation must not keep it alive).
@@ -25,6 +25,16 @@ EXIT_GRACE = 5.0
 
 def load_target(target: str) -> ServeMux:
     """Import ``module:attribute`` (the current directory first on the path) as a ServeMux."""
+    mux = import_target(target)
+    if not isinstance(mux, ServeMux):
+        raise click.ClickException(
+            f"{target} is of type {type(mux).__name__}, not an asyncq.ServeMux"
+        )
+    return mux
+
+
+def import_target(target: str) -> object:
+    """Import ``module:attribute``, the current directory first on the path; one-line errors."""
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise click.UsageError(f"target {target!r} must look like module:attribute, e.g. app:mux")
@@ -35,16 +45,11 @@ def load_target(target: str) -> ServeMux:
     except ImportError as error:
         raise click.ClickException(f"cannot import module {module_name!r}: {error}") from None
     try:
-        mux = getattr(module, attribute)
+        return getattr(module, attribute)
     except AttributeError:
         raise click.ClickException(
             f"module {module_name!r} has no attribute {attribute!r}"
         ) from None
-    if not isinstance(mux, ServeMux):
-        raise click.ClickException(
-            f"{target} is of type {type(mux).__name__}, not an asyncq.ServeMux"
-        )
-    return mux
 
 
 def _parse_queues(values: tuple[str, ...]) -> dict[str, int]:
