@@ -1,7 +1,8 @@
 """The README's main job: asynq's Redis Cluster tutorial on a local 6-node cluster.
 
 Starts a cluster (ports 7000-7005, or free ports if those are taken), enqueues the
-tutorial's three tasks, shows on which master each queue landed, runs
+tutorial's three tasks, shows on which master each queue landed (and what
+``asyncq queue ls --cluster`` says of it), runs
 ``asyncq worker`` (concurrency 20, equal priorities) until the three tasks are
 done, prints the handlers' output, and stops everything it started.
 """
@@ -40,6 +41,17 @@ def show_placement(cluster: LocalRedisCluster) -> None:
         print(f"  {queue:<14} slot {slot:>5}  master {master}  replicas {', '.join(replicas)}")
         for key in keys:
             print(f"      {key}")
+
+
+def show_queue_ls(cluster: LocalRedisCluster) -> None:
+    """Run ``asyncq queue ls --cluster``: each queue's slot and the nodes that hold it."""
+    print("\n$ asyncq queue ls --cluster")
+    listing = subprocess.run(
+        [sys.executable, "-m", "asyncq", "queue", "ls", "--cluster",
+         "--cluster-nodes", ",".join(cluster.seeds)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    print(listing.stdout + listing.stderr, end="")
 
 
 def processed(cluster: LocalRedisCluster) -> int:
@@ -84,6 +96,7 @@ def main() -> None:
     with LocalRedisCluster(ports=DEMO_PORTS) as cluster:
         asyncio.run(enqueue(cluster))
         show_placement(cluster)
+        show_queue_ls(cluster)
         run_worker(cluster)
     print("\ncluster stopped.")
 
