@@ -275,3 +275,45 @@ async def test_kill_between_handler_return_and_ack_runs_the_task_again(
     ):  # fmt: skip
         await eventually(lambda: again == [info.id], within=20)
         await eventually(lambda: _gone(connector, queue_name, info.id))
+
+
+async def test_cancel_from_another_process_reaches_the_worker(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """`asyncq task cancel` in one process stops the handler running in another (any node)."""
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("endless"), queue=queue_name)
+    target = target_args(connector, request)
+    start_worker(*target, "-q", f"{queue_name}=1")
+    await eventually((app_dir / "marks" / f"started-{info.id}").exists, within=20)
+    await eventually(lambda: _cancel_subscribers(connector, target), what="the subscription")
+    cancel = subprocess.run(
+        [sys.executable, "-m", "asyncq", "task", "cancel", info.id, *target],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cancel.returncode == 0, cancel.stderr
+    await eventually(lambda: _state_is_retry(connector, queue_name, info.id), within=20)
+    msg = await task_message(connector, queue_name, info.id)
+    assert msg.error_msg.startswith("TaskCanceledError")
+
+
+async def _cancel_subscribers(connector: Connector, target: list[str]) -> bool:
+    """Whether some node has a subscriber on asynq:cancel (classic pub/sub is per node)."""
+    addresses = target[1].split(",") if target[0] == "--cluster-nodes" else [connector.address]
+    for address in addresses:
+        client = connector.node_client(address)
+        try:
+            ((_, count),) = await client.pubsub_numsub("asynq:cancel")
+        finally:
+            await client.aclose()
+        if count:
+            return True
+    return False
+
+
+async def _state_is_retry(connector: Connector, queue: str, task_id: str) -> bool:
+    return await task_state(connector, queue, task_id) == "retry"
