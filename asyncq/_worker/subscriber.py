@@ -9,48 +9,26 @@ being re-established is lost.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
 from asyncq._broker.keys import CANCEL_CHANNEL
 from asyncq._cluster.connector import Connector
 from asyncq._worker.jobs import JobBook, StopReason
+from asyncq._worker.listener import Listener
 
 __all__ = ["CancelSubscriber"]
 
-RECONNECT_DELAY = 0.5
 
-
-class CancelSubscriber:
+class CancelSubscriber(Listener):
     """Listens on ``asynq:cancel`` and stops the matching local job."""
 
     name = "subscriber"
 
     def __init__(self, connector: Connector, jobs: JobBook, logger: logging.Logger) -> None:
+        super().__init__(logger)
         self.connector = connector
         self.jobs = jobs
-        self.logger = logger
-        self.subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, group: asyncio.TaskGroup) -> None:
-        self._task = group.create_task(self._run(), name="asyncq-subscriber")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen()
-            except Exception as error:
-                self.logger.debug("cancel subscription lost (%s); subscribing again", error)
-            self.subscribed.clear()
-            await asyncio.sleep(RECONNECT_DELAY)
 
     async def _listen(self) -> None:
         client = self.connector.node_client(self.connector.node_of(CANCEL_CHANNEL))

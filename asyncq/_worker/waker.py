@@ -19,13 +19,12 @@ from redis.exceptions import ResponseError
 
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.router import QueueRouter
+from asyncq._worker.listener import Listener
 
 __all__ = ["Waker"]
 
-RECONNECT_DELAY = 0.5
 
-
-class Waker:
+class Waker(Listener):
     """Subscribes to the served queues' wake-up channels and calls ``on_wake``."""
 
     name = "waker"
@@ -37,37 +36,18 @@ class Waker:
         on_wake: Callable[[], None],
         logger: logging.Logger,
     ) -> None:
+        super().__init__(logger)
         self.broker = broker
         self.router = router
         self.on_wake = on_wake
-        self.logger = logger
-        self._task: asyncio.Task[None] | None = None
-        self.subscribed = asyncio.Event()
 
-    def start(self, group: asyncio.TaskGroup) -> None:
-        self._task = group.create_task(self._run(), name="asyncq-waker")
+    def _keep_trying(self, error: Exception) -> bool:
+        if isinstance(error, ResponseError) and "unknown command" in str(error).lower():
+            self.logger.info("no sharded pub/sub on this Redis; polling for new tasks")
+            return False
+        return True
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen_everywhere()
-            except ResponseError as error:
-                if "unknown command" in str(error).lower():
-                    self.logger.info("no sharded pub/sub on this Redis; polling for new tasks")
-                    return
-                self.logger.warning("wake-up subscription failed: %s", error)
-            except Exception as error:
-                self.logger.debug("wake-up subscription lost (%s); subscribing again", error)
-            self.subscribed.clear()
-            await asyncio.sleep(RECONNECT_DELAY)
-
-    async def _listen_everywhere(self) -> None:
+    async def _listen(self) -> None:
         """One listener per node; returns (to resubscribe) as soon as any of them ends."""
         channels: dict[str, list[str]] = defaultdict(list)
         connector = self.broker.connector
@@ -75,7 +55,7 @@ class Waker:
             keys = self.broker.keys(queue)
             channels[connector.node_of(keys.pending)].append(keys.wakeup)
         listeners = [
-            asyncio.ensure_future(self._listen(address, names))
+            asyncio.ensure_future(self._listen_node(address, names))
             for address, names in channels.items()
         ]
         try:
@@ -87,7 +67,7 @@ class Waker:
                 listener.cancel()
             await asyncio.gather(*listeners, return_exceptions=True)
 
-    async def _listen(self, address: str, channels: list[str]) -> None:
+    async def _listen_node(self, address: str, channels: list[str]) -> None:
         client = self.broker.connector.node_client(address)
         pubsub = client.pubsub()
         try:
