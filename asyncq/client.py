@@ -11,12 +11,12 @@ from types import TracebackType
 from typing import Unpack
 
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.message import decode_message, new_message
+from asyncq._broker.message import MessageTemplate, decode_message, new_message
 from asyncq._broker.rdb import ALREADY_FIRED, DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
 from asyncq._coalesce import Coalescer
-from asyncq._options import EnqueueOptions, ResolvedOptions, check_names, resolve
+from asyncq._options import EnqueueOptions, ResolvedOptions, check_names, new_task_id, resolve
 from asyncq.errors import (
     DuplicateTaskError,
     ResultNotKeptError,
@@ -34,6 +34,8 @@ BATCH_SIZE = 1000  # tasks per script call in enqueue_many: big enough, far belo
 FIRE_LOCK_TTL = 600
 
 TaskItem = Task | tuple[Task, Mapping[str, object]]
+# timeout, deadline, next process time, retention: what TaskInfo takes from the options.
+_SharedFields = tuple[timedelta | None, datetime | None, datetime | None, timedelta]
 
 
 def _utc(seconds: float) -> datetime:
@@ -66,6 +68,8 @@ class _Prepared:
     state: TaskState
     process_at: float
     now_ns: int
+    task_id: str
+    generated_id: bool
 
     @property
     def plain(self) -> bool:
@@ -87,6 +91,7 @@ class Client:
         self._broker = Broker(connector)
         self._clock: Clock = clock or SystemClock()
         self._batchers: dict[str, Coalescer[tuple[str, bytes], int]] = {}
+        self._fields_cache: tuple[object, _SharedFields] | None = None
 
     async def __aenter__(self) -> Client:
         await self.connector.connect()
@@ -122,7 +127,7 @@ class Client:
         prepared = self._prepare(task, options)
         await self._broker.register_queue(prepared.opts.queue)
         if prepared.plain:
-            code = await self._batcher(prepared.keys).submit((prepared.opts.task_id, prepared.msg))
+            code = await self._batcher(prepared.keys).submit((prepared.task_id, prepared.msg))
         else:
             code = await self._write_one(prepared)
         return self._outcome(prepared, code)
@@ -200,12 +205,17 @@ class Client:
         A bad option of the call itself raises at once, before anything is written.
         """
         check_names(options)
+        shared = self._prepare(Task("-"), options)  # the call's options, checked once
+        template = self._template(shared) if shared.plain and "task_id" not in options else None
         results: list[EnqueueResult | None] = []
         ready: list[tuple[int, _Prepared]] = []
         for index, item in enumerate(tasks):
             task, own = item if isinstance(item, tuple) else (item, {})
             try:
-                ready.append((index, self._prepare(task, {**options, **own})))
+                if template is not None and not own:
+                    ready.append((index, self._like(shared, template, task)))
+                else:
+                    ready.append((index, self._prepare(task, {**options, **own})))
                 results.append(None)
             except (ValueError, TypeError) as error:
                 if not own:  # the call's own options are wrong: nothing is written
@@ -245,7 +255,30 @@ class Client:
             state, process_at = TaskState.AGGREGATING, now
         else:
             state, process_at = TaskState.PENDING, now
-        return _Prepared(task, opts, keys, msg, unique_key, state, process_at, now_ns)
+        return _Prepared(
+            task, opts, keys, msg, unique_key, state, process_at, now_ns, opts.task_id,
+            opts.generated_id,
+        )  # fmt: skip
+
+    @staticmethod
+    def _template(shared: _Prepared) -> MessageTemplate:
+        opts = shared.opts
+        return MessageTemplate(
+            queue=opts.queue, max_retry=opts.max_retry, timeout=opts.timeout,
+            deadline=opts.deadline, retention=opts.retention, group=opts.group,
+        )  # fmt: skip
+
+    @staticmethod
+    def _like(shared: _Prepared, template: MessageTemplate, task: Task) -> _Prepared:
+        """A plain task with the same options as ``shared``: only id and message differ."""
+        if not isinstance(task, Task):
+            raise TypeError(f"expected an asyncq.Task, got {type(task).__name__}")
+        task_id = new_task_id()
+        msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+        return _Prepared(
+            task, shared.opts, shared.keys, msg, "", shared.state, shared.process_at,
+            shared.now_ns, task_id, True,
+        )  # fmt: skip
 
     def _batcher(self, keys: QueueKeys) -> Coalescer[tuple[str, bytes], int]:
         batcher = self._batchers.get(keys.name)
@@ -261,16 +294,16 @@ class Client:
         opts = p.opts
         if p.state is TaskState.SCHEDULED:
             return await self._broker.schedule(
-                p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
+                p.keys, p.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
                 opts.unique_ttl, fire,
             )  # fmt: skip
         if p.state is TaskState.AGGREGATING:
             return await self._broker.add_to_group(
-                p.keys, opts.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
+                p.keys, p.task_id, p.msg, int(p.process_at), opts.group, p.unique_key,
                 opts.unique_ttl, fire,
             )  # fmt: skip
         return await self._broker.enqueue(
-            p.keys, opts.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl, fire
+            p.keys, p.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl, fire
         )
 
     async def _write_many(
@@ -285,7 +318,7 @@ class Client:
             for start in range(0, len(group), BATCH_SIZE):
                 chunk = group[start : start + BATCH_SIZE]
                 keys = chunk[0][1].keys
-                items = [(p.opts.task_id, p.msg) for _, p in chunk]
+                items = [(p.task_id, p.msg) for _, p in chunk]
                 try:
                     codes = await self._broker.enqueue_batch(keys, items, self._clock.time_ns())
                 except Exception as error:
@@ -319,20 +352,38 @@ class Client:
             raise DuplicateTaskError(opts.queue, p.unique_key)
         # A generated UUID4 cannot collide: a conflict means the connector re-sent a
         # call that had already succeeded before its reply was lost, so it is success.
-        if code == ID_CONFLICT and not opts.generated_id:
-            raise TaskIdConflictError(opts.queue, opts.task_id)
+        if code == ID_CONFLICT and not p.generated_id:
+            raise TaskIdConflictError(opts.queue, p.task_id)
         assert code in (ENQUEUED, ID_CONFLICT)
+        timeout, deadline, next_at, retention = self._shared_fields(p)
         return TaskInfo(
-            id=opts.task_id,
+            id=p.task_id,
             queue=opts.queue,
             type=p.task.type,
             payload=p.task.payload,
             headers=dict(p.task.headers),
             state=p.state,
             max_retry=opts.max_retry,
-            timeout=timedelta(seconds=opts.timeout) if opts.timeout else None,
-            deadline=_utc(opts.deadline) if opts.deadline else None,
+            timeout=timeout,
+            deadline=deadline,
             group=opts.group,
-            next_process_at=None if p.state is TaskState.AGGREGATING else _utc(p.process_at),
-            retention=timedelta(seconds=opts.retention),
+            next_process_at=next_at,
+            retention=retention,
         )
+
+    def _shared_fields(self, p: _Prepared) -> _SharedFields:
+        """The TaskInfo fields that follow from the options alone; the last answer is
+        kept, since a batch asks for the same ones thousands of times."""
+        key = (p.opts, p.process_at, p.state)
+        cached = self._fields_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        opts = p.opts
+        fields = (
+            timedelta(seconds=opts.timeout) if opts.timeout else None,
+            _utc(opts.deadline) if opts.deadline else None,
+            None if p.state is TaskState.AGGREGATING else _utc(p.process_at),
+            timedelta(seconds=opts.retention),
+        )
+        self._fields_cache = (key, fields)
+        return fields

@@ -118,3 +118,38 @@ def test_headers_travel_in_field_15() -> None:
 def test_corrupt_message_raises_a_clear_error() -> None:
     with pytest.raises(TaskDecodeError, match="not a valid asynq TaskMessage"):
         decode_message(b"\xff\xff\xff\xff", where="asynq:{q}:t:x")
+
+
+@pytest.mark.parametrize("payload", [None, b"", b'{"to":1}', bytes(range(256)) * 2])
+@pytest.mark.parametrize("headers", [{}, {"trace": "abc"}, {"k": "v" * 300}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"queue": "default", "max_retry": 25, "timeout": 1800, "deadline": 0, "retention": 0,
+         "group": ""},
+        {"queue": "q" * 200, "max_retry": 0, "timeout": 0, "deadline": 1893456000,
+         "retention": 86400, "group": "g1"},
+    ],
+)  # fmt: skip
+def test_batch_template_encodes_exactly_like_protobuf(
+    payload: bytes | None, headers: dict[str, str], options: dict[str, object]
+) -> None:
+    from asyncq._broker.message import MessageTemplate
+
+    template = MessageTemplate(**options)  # type: ignore[arg-type]
+    for task_type, task_id in (("email:send", "vec-0001"), ("t" * 300, "x" * 140)):
+        expected = new_message(
+            task_id=task_id, task_type=task_type, payload=payload, unique_key="",
+            headers=headers, **options,  # type: ignore[arg-type]
+        ).SerializeToString()  # fmt: skip
+        assert template.encode(task_type, payload, task_id, headers) == expected
+
+
+def test_generated_ids_are_uuid4() -> None:
+    import uuid
+
+    from asyncq._options import new_task_id
+
+    ids = {new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)

@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.errors import TaskDecodeError
 
-__all__ = ["TaskMessage", "decode_message", "new_message"]
+__all__ = ["MessageTemplate", "TaskMessage", "decode_message", "new_message"]
 
 
 def new_message(
@@ -56,3 +56,54 @@ def decode_message(data: bytes, *, where: str = "") -> TaskMessage:
             "it was not written by asynq or asyncq, or it is corrupt"
         ) from error
     return msg
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(data)) + data
+
+
+class MessageTemplate:
+    """Encodes many messages that differ only in type, payload, id and headers, fast.
+
+    ``enqueue_many`` sends thousands of tasks with the same options: the fields from
+    4 (queue) to 14 (group) are serialised once, and each task adds fields 1-3 and 15
+    around them. The bytes are exactly what ``TaskMessage.SerializeToString()`` gives
+    (fields in number order, zero values left out), which a test checks.
+    """
+
+    def __init__(
+        self, *, queue: str, max_retry: int, timeout: int, deadline: int, retention: int, group: str
+    ) -> None:
+        self._middle = TaskMessage(
+            queue=queue,
+            retry=max_retry,
+            timeout=timeout,
+            deadline=deadline,
+            retention=retention,
+            group_key=group,
+        ).SerializeToString()
+        self._types: dict[str, bytes] = {}
+
+    def encode(
+        self, task_type: str, payload: bytes | None, task_id: str, headers: Mapping[str, str]
+    ) -> bytes:
+        head = self._types.get(task_type)
+        if head is None:
+            head = self._types[task_type] = _length_delimited(0x0A, task_type.encode())
+        parts = [head]
+        if payload:
+            parts.append(_length_delimited(0x12, payload))
+        parts.append(_length_delimited(0x1A, task_id.encode()))
+        parts.append(self._middle)
+        if headers:
+            parts.append(TaskMessage(headers=headers).SerializeToString())
+        return b"".join(parts)
