@@ -267,9 +267,7 @@ class Server:
         """Wait for running handlers up to the shutdown timeout, then cancel and requeue."""
         assert self._dispatcher is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self._dispatcher.slots.wait_all_free(), self.config.shutdown_timeout
-            )
+            await asyncio.wait_for(self._jobs.wait_empty(), self.config.shutdown_timeout)
         if not len(self._jobs):
             return
         self.config.logger.warning(
@@ -279,4 +277,4 @@ class Server:
         for job in self._jobs:
             job.stop(StopReason.SHUTDOWN)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dispatcher.slots.wait_all_free(), self.config.cancel_grace)
+            await asyncio.wait_for(self._jobs.wait_empty(), self.config.cancel_grace)

@@ -204,7 +204,12 @@ class Dispatcher:
 
     async def _run(self, job: Job) -> None:
         try:
-            error = await self._call_handler(job)
+            try:
+                error = await self._call_handler(job)
+            finally:
+                # The slot limits running handlers: it is free as soon as the handler is
+                # done, so the next task is dequeued while this one's outcome is written.
+                self.slots.give(1)
             await self._finish(job, error)
         except Exception:
             # A bug or an unexpected reply while writing: leave the task to the recoverer
@@ -212,7 +217,6 @@ class Dispatcher:
             self.logger.exception("could not record the outcome of task %s", job.id)
         finally:
             self.jobs.remove(job)
-            self.slots.give(1)
 
     async def _finish(self, job: Job, error: BaseException | None) -> None:
         if job.stop_reason is StopReason.SHUTDOWN:

@@ -62,13 +62,22 @@ class JobBook:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def add(self, job: Job) -> None:
         self._jobs[job.id] = job
+        self._empty.clear()
 
     def remove(self, job: Job) -> None:
         if self._jobs.get(job.id) is job:
             del self._jobs[job.id]
+        if not self._jobs:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Wait until no job runs or writes its outcome."""
+        await self._empty.wait()
 
     def get(self, task_id: str) -> Job | None:
         return self._jobs.get(task_id)
@@ -88,21 +97,18 @@ class JobBook:
 
 
 class Slots:
-    """The concurrency limit: a task takes a slot before it is dequeued."""
+    """The concurrency limit: a task takes a slot before it is dequeued and gives it
+    back when its handler returns."""
 
     def __init__(self, size: int, on_free: Callable[[], None] = lambda: None) -> None:
         self.size = size
         self.free = size
         self._on_free = on_free
-        self._all_free = asyncio.Event()
-        self._all_free.set()
 
     def take(self, most: int) -> int:
         """Take up to ``most`` free slots at once; returns how many (0 when none is free)."""
         taken = min(self.free, most)
         self.free -= taken
-        if taken:
-            self._all_free.clear()
         return taken
 
     def give(self, count: int = 1) -> None:
@@ -113,9 +119,3 @@ class Slots:
             raise RuntimeError("more concurrency slots returned than taken")
         if was_full:
             self._on_free()
-        if self.free == self.size:
-            self._all_free.set()
-
-    async def wait_all_free(self) -> None:
-        """Wait until no task holds a slot."""
-        await self._all_free.wait()
