@@ -140,6 +140,12 @@ class Server:
         raise KeyError(f"no component {name!r} is running")
 
     @property
+    def fetching(self) -> bool:
+        """Whether the server may still take tasks: False once a ``stop()`` has taken
+        effect (a dequeue already in flight when it was asked completes first)."""
+        return self._dispatcher is not None and self._dispatcher.fetching
+
+    @property
     def running_tasks(self) -> int:
         """How many handlers are running now."""
         return len(self._jobs)
@@ -169,7 +175,11 @@ class Server:
         )
 
     def stop(self) -> None:
-        """Stop taking new tasks (SIGTSTP); running handlers go on. ``shutdown`` still needed."""
+        """Stop taking new tasks (SIGTSTP); running handlers go on. ``shutdown`` still needed.
+
+        A dequeue already on its way completes, so a task enqueued at that very moment may
+        still be taken; ``fetching`` turns False once nothing more can be.
+        """
         if self._dispatcher is not None:
             self._dispatcher.request_stop()
         if self._heartbeater is not None:

@@ -104,6 +104,7 @@ async def test_stop_takes_no_new_tasks_but_keeps_the_server_listed(
 
     async with running_server(connector, mux, {queue_name: 1}) as server:
         server.stop()
+        await eventually(lambda: not server.fetching, what="the dequeue loop to end")
         async with Client(connector) as client:
             info = await client.enqueue(Task("t"), queue=queue_name)
         server_key = server.identity.server_key

@@ -126,7 +126,8 @@ class Dispatcher:
 
     @property
     def fetching(self) -> bool:
-        return not self._stop.is_set()
+        """True until the dequeue loop has ended (a dequeue in flight at a stop completes)."""
+        return self._task is not None and not self._task.done()
 
     # -- the loop ----------------------------------------------------------------------------
 
