@@ -34,6 +34,8 @@ BATCH_SIZE = 1000  # tasks per script call in enqueue_many: big enough, far belo
 FIRE_LOCK_TTL = 600
 
 TaskItem = Task | tuple[Task, Mapping[str, object]]
+# Options whose stored values depend on the call (time, id, payload): never planned ahead.
+_PER_CALL_OPTIONS = frozenset({"process_at", "process_in", "task_id", "unique", "group"})
 # timeout, deadline, next process time, retention: what TaskInfo takes from the options.
 _SharedFields = tuple[timedelta | None, datetime | None, datetime | None, timedelta]
 
@@ -92,6 +94,7 @@ class Client:
         self._clock: Clock = clock or SystemClock()
         self._batchers: dict[str, Coalescer[tuple[str, bytes], int]] = {}
         self._fields_cache: tuple[object, _SharedFields] | None = None
+        self._plans: dict[tuple[tuple[str, object], ...], tuple[_Prepared, MessageTemplate]] = {}
 
     async def __aenter__(self) -> Client:
         await self.connector.connect()
@@ -124,7 +127,11 @@ class Client:
         ``DuplicateTaskError`` while a unique lock is held, ``TaskIdConflictError`` if
         the id is taken, and ``ConnectionFailedError`` if Redis stays unreachable.
         """
-        prepared = self._prepare(task, options)
+        plan = self._plan(options)
+        if plan is not None and isinstance(task, Task):
+            prepared = self._like(*plan, task, self._clock.time_ns())
+        else:
+            prepared = self._prepare(task, options)
         await self._broker.register_queue(prepared.opts.queue)
         if prepared.plain:
             code = await self._batcher(prepared.keys).submit((prepared.task_id, prepared.msg))
@@ -213,7 +220,7 @@ class Client:
             task, own = item if isinstance(item, tuple) else (item, {})
             try:
                 if template is not None and not own:
-                    ready.append((index, self._like(shared, template, task)))
+                    ready.append((index, self._like(shared, template, task, shared.now_ns)))
                 else:
                     ready.append((index, self._prepare(task, {**options, **own})))
                 results.append(None)
@@ -269,16 +276,35 @@ class Client:
         )  # fmt: skip
 
     @staticmethod
-    def _like(shared: _Prepared, template: MessageTemplate, task: Task) -> _Prepared:
-        """A plain task with the same options as ``shared``: only id and message differ."""
+    def _like(shared: _Prepared, template: MessageTemplate, task: Task, now_ns: int) -> _Prepared:
+        """A plain task with the same options as ``shared``: only id, time and message differ."""
         if not isinstance(task, Task):
             raise TypeError(f"expected an asyncq.Task, got {type(task).__name__}")
         task_id = new_task_id()
         msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
         return _Prepared(
-            task, shared.opts, shared.keys, msg, "", shared.state, shared.process_at,
-            shared.now_ns, task_id, True,
+            task, shared.opts, shared.keys, msg, "", shared.state, now_ns / 1e9, now_ns,
+            task_id, True,
         )  # fmt: skip
+
+    def _plan(self, options: Mapping[str, object]) -> tuple[_Prepared, MessageTemplate] | None:
+        """Checked options and a message template for plain enqueues, kept per distinct
+        options, so a web app enqueueing the same kind of task pays for checks once."""
+        if not options.keys().isdisjoint(_PER_CALL_OPTIONS):
+            return None
+        try:
+            key = tuple(sorted(options.items()))
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable (so invalid) value: the full check will say why
+            return None
+        if plan is None:
+            shared = self._prepare(Task("-"), options)
+            if not shared.plain:
+                return None
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            plan = self._plans[key] = (shared, self._template(shared))
+        return plan
 
     def _batcher(self, keys: QueueKeys) -> Coalescer[tuple[str, bytes], int]:
         batcher = self._batchers.get(keys.name)
