@@ -32,6 +32,7 @@ DEFAULT_MAX_RETRY = 25
 DEFAULT_TIMEOUT = 1800  # seconds; asynq's default when neither timeout nor deadline is set
 
 Duration = timedelta | int | float
+MAX_DURATION = 100 * 365 * 86400  # seconds; longer values are mistakes, and break date maths
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -140,6 +141,8 @@ def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
     if "timeout" in options:
         # Stored in whole seconds: a shorter timeout would be stored as "none".
         timeout = int(_seconds("timeout", options["timeout"], minimum=1))
+        if timeout > MAX_DURATION:
+            raise InvalidOptionError("timeout must be at most 100 years; use deadline= instead")
     deadline = 0
     if "deadline" in options:
         deadline = int(_aware("deadline", options["deadline"]).timestamp())

@@ -159,7 +159,8 @@ class Client:
         keys = self._broker.keys(queue_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay, seen = 0.002, False
+        # A TaskInfo proves the task was stored: if it is gone, it finished unkept.
+        delay, seen = 0.002, not isinstance(task, str)
         while True:
             state, result, msg = await self.connector.execute(
                 "HMGET", keys.task(task_id), "state", "result", "msg"
@@ -174,7 +175,10 @@ class Client:
                         f"task {task_id!r} finished but was not kept; enqueue it with "
                         "retention= to wait for its result"
                     )
-                raise TaskNotFoundError(f"no task {task_id!r} in queue {queue_name!r}")
+                raise TaskNotFoundError(
+                    f"no task {task_id!r} in queue {queue_name!r} (a task enqueued without "
+                    "retention is deleted as soon as it succeeds)"
+                )
             seen = True
             if loop.time() >= deadline:
                 raise ResultTimeoutError(f"task {task_id!r} did not finish within {timeout:g}s")

@@ -34,7 +34,7 @@ from asyncq._options import EnqueueOptions, check_names, resolve
 from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asyncq._scheduler.cron import Schedule, parse_schedule
 from asyncq._scheduler.goformat import go_option_strings
-from asyncq.client import Client
+from asyncq.client import FIRE_LOCK_TTL, Client
 from asyncq.errors import AsyncqError, InvalidOptionError
 from asyncq.task import Task, TaskInfo
 
@@ -122,6 +122,11 @@ class Scheduler:
         after_enqueue: AfterEnqueue | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if not 0 <= misfire_grace < FIRE_LOCK_TTL:
+            raise InvalidOptionError(
+                f"misfire_grace must be below {FIRE_LOCK_TTL}s, the life of a fire lock, "
+                "or a late scheduler could enqueue a fire twice"
+            )
         self.connector = connector
         self.location = ZoneInfo(location) if isinstance(location, str) else location
         self.heartbeat_interval = heartbeat_interval
@@ -280,7 +285,8 @@ class Scheduler:
                 delay = cap
             # Capped, so a clock that jumps (or a test's moved clock) is noticed soon.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), min(delay, cap))
+                async with asyncio.timeout(min(delay, cap)):
+                    await self._stop.wait()
 
     async def shutdown(self) -> None:
         """Stop firing and remove this scheduler's entries from the tools' view.

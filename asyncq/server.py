@@ -210,6 +210,32 @@ class Server:
         await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
         await self.connector.aclose()
 
+    async def _wait_for_stop_or_crash(
+        self, stop_requested: asyncio.Event, dispatcher: asyncio.Task[None]
+    ) -> asyncio.Task[None] | None:
+        """Wait for a stop signal; return the task that crashed instead, if one does.
+
+        The dispatcher is watched on its own: if it dies of a bug its siblings are
+        cancelled, and one that swallows the cancellation would hide the crash. A
+        dispatcher that simply ended (SIGTSTP) is no crash: the server waits on.
+        """
+        assert self._runner is not None
+        waiter = asyncio.ensure_future(stop_requested.wait())
+        watched: set[asyncio.Future[Any]] = {waiter, self._runner, dispatcher}
+        try:
+            while True:
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if waiter.done():
+                    return None
+                for task in (self._runner, dispatcher):
+                    if task.done() and (task.cancelled() or task.exception() is not None):
+                        return task
+                if self._runner.done():
+                    return self._runner
+                watched.discard(dispatcher)  # ended cleanly after a stop(): keep waiting
+        finally:
+            waiter.cancel()
+
     async def _after_crash(self) -> None:
         """The server's task group ended by itself (a bug): tidy up and say why."""
         assert self._runner is not None
@@ -232,12 +258,13 @@ class Server:
             loop.add_signal_handler(signum, callback)
         try:
             assert self._runner is not None
-            waiter = asyncio.ensure_future(stop_requested.wait())
-            await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if self._runner.done():
+            assert self._dispatcher is not None
+            crashed = await self._wait_for_stop_or_crash(stop_requested, self._dispatcher.loop_task)
+            if crashed is not None:
+                self.config.logger.error("the server stopped unexpectedly; shutting down")
                 await self.shutdown()
-                self._runner.result()  # re-raise what ended the server
+                if not crashed.cancelled():
+                    crashed.result()  # re-raise what ended the server
                 raise RuntimeError("the server stopped unexpectedly")
             self.config.logger.info("shutting down")
             await self.shutdown()
@@ -277,7 +304,8 @@ class Server:
         """Wait for running handlers up to the shutdown timeout, then cancel and requeue."""
         assert self._dispatcher is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._jobs.wait_empty(), self.config.shutdown_timeout)
+            async with asyncio.timeout(self.config.shutdown_timeout):
+                await self._jobs.wait_empty()
         if not len(self._jobs):
             return
         self.config.logger.warning(
@@ -287,4 +315,12 @@ class Server:
         for job in self._jobs:
             job.stop(StopReason.SHUTDOWN)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._jobs.wait_empty(), self.config.cancel_grace)
+            async with asyncio.timeout(self.config.cancel_grace):
+                await self._jobs.wait_empty()
+        for job in self._jobs:
+            self.config.logger.error(
+                "handler of task %s ignores cancellation; abandoning it: nothing is written, "
+                "its lease runs out and the task is retried",
+                job.id,
+            )
+            job.abandon()

@@ -102,7 +102,7 @@ class Broker:
         fire: tuple[str, int] = ("", 0),
     ) -> int:
         """asynq's Schedule / ScheduleUnique: a new task due at ``process_at`` (Unix s)."""
-        script_keys = [keys.task(task_id), keys.scheduled]
+        script_keys = [keys.task(task_id), keys.scheduled, keys.groups]
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, process_at, task_id, group, ttl, *fire]
@@ -225,7 +225,7 @@ class Broker:
         *,
         is_failure: bool,
         now: float,
-        recovering: bool = False,
+        recover_cutoff: int | None = None,
     ) -> bool:
         """asynq's Retry: the task runs again at ``retry_at``; False if it was not ours."""
         args: list[Arg] = [
@@ -235,13 +235,19 @@ class Broker:
             int(now) + STATS_TTL,
             1 if is_failure else 0,
             MAX_INT64,
-            "active" if recovering else "lease",
+            "lease" if recover_cutoff is None else recover_cutoff,
         ]
         script_keys = self._failure_keys(keys, task_id, keys.retry, now)
         return bool(await self.connector.run_script(load_script("retry"), script_keys, args))
 
     async def archive(
-        self, keys: QueueKeys, task_id: str, msg: bytes, *, now: float, recovering: bool = False
+        self,
+        keys: QueueKeys,
+        task_id: str,
+        msg: bytes,
+        *,
+        now: float,
+        recover_cutoff: int | None = None,
     ) -> bool:
         """asynq's Archive: the task failed for good; False if it was not ours."""
         args: list[Arg] = [
@@ -252,7 +258,7 @@ class Broker:
             ARCHIVE_MAX_SIZE,
             int(now) + STATS_TTL,
             MAX_INT64,
-            "active" if recovering else "lease",
+            "lease" if recover_cutoff is None else recover_cutoff,
             keys.task_prefix,
         ]
         script_keys = self._failure_keys(keys, task_id, keys.archived, now)

@@ -39,7 +39,10 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, rx.ResponseError):
         # A replica promoted mid-call answers READONLY; a loading node answers LOADING.
         text = str(error)
-        return text.startswith(("READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"))
+        # BUSY: another script runs past busy-reply-threshold; it ends or is killed soon.
+        return text.startswith(
+            ("READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "BUSY ")
+        )
     if isinstance(error, rx.RedisClusterException):
         # Raised while no seed answers during (re)initialisation; programming errors
         # such as keys in different slots are also RedisClusterException but say so.

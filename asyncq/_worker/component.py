@@ -43,8 +43,11 @@ class PeriodicComponent(ABC):
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             await self._safe_tick()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wait ends, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
 
     async def _safe_tick(self) -> None:
         try:

@@ -22,7 +22,6 @@ from asyncq._worker.config import ServerConfig
 from asyncq._worker.finisher import Finisher
 from asyncq._worker.jobs import Job, JobBook, Slots, StopReason
 from asyncq.errors import (
-    AsyncqError,
     TaskCanceledError,
     TaskDeadlineExceededError,
     TaskDecodeError,
@@ -33,18 +32,22 @@ __all__ = ["Dispatcher", "compute_deadline"]
 
 DEFAULT_TIMEOUT = 1800
 MAX_BATCH = 64  # tasks taken by one dequeue call at most
+LATEST_DEADLINE = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not a busy loop
 
 
 def compute_deadline(msg: TaskMessage, now: float) -> float:
-    """When the handler must be done: asynq's rule, the earlier of timeout and deadline."""
+    """When the handler must be done: asynq's rule, the earlier of timeout and deadline
+    (kept below year 9999, so absurd values from any client cannot break the worker)."""
     if msg.timeout and msg.deadline:
-        return float(min(int(now) + msg.timeout, msg.deadline))
-    if msg.timeout:
-        return now + msg.timeout
-    if msg.deadline:
-        return float(msg.deadline)
-    return now + DEFAULT_TIMEOUT
+        deadline = float(min(int(now) + msg.timeout, msg.deadline))
+    elif msg.timeout:
+        deadline = now + msg.timeout
+    elif msg.deadline:
+        deadline = float(msg.deadline)
+    else:
+        deadline = now + DEFAULT_TIMEOUT
+    return min(deadline, LATEST_DEADLINE)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -84,6 +87,12 @@ class Dispatcher:
         self._group = group
         self._task = group.create_task(self._loop(), name="asyncq-dispatcher")
 
+    @property
+    def loop_task(self) -> asyncio.Task[None]:
+        """The dequeue loop's task (to watch for a crash)."""
+        assert self._task is not None, "the dispatcher was not started"
+        return self._task
+
     def wake(self) -> None:
         """Look at the queues now instead of at the next poll."""
         self._wake.set()
@@ -119,10 +128,13 @@ class Dispatcher:
         self.wake()
 
     async def stop_fetching(self) -> None:
-        """Take no more tasks and wait for the loop to end; running handlers go on."""
+        """Take no more tasks and wait for the loop to end; running handlers go on.
+
+        A loop that died of an error is not re-raised here: the server reports it.
+        """
         self.request_stop()
         if self._task is not None:
-            await self._task
+            await asyncio.wait({self._task})
 
     @property
     def fetching(self) -> bool:
@@ -140,44 +152,54 @@ class Dispatcher:
             # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
             self._wake.clear()
             lease_expiry = int(self.clock.time() + self.config.lease_duration)
-            try:
-                found = await self._fetch(wanted, lease_expiry)
-            except AsyncqError as error:
-                self.slots.give(wanted)
-                self.logger.error("dequeue failed (%s); retrying in %.0fs", error, ERROR_BACKOFF)
-                await self._idle(ERROR_BACKOFF)
-                continue
+            found, failed = await self._fetch(wanted, lease_expiry)
             if len(found) < wanted:
                 self.slots.give(wanted - len(found))
             for keys, task_id, raw in found:
                 await self._launch(keys, task_id, raw, float(lease_expiry))
-            if not found:
+            if failed and not found:
+                # Every queue failed (Redis down, busy or out of memory): pause instead of
+                # spinning, then try again. Nothing taken so far is dropped.
+                await self._idle(ERROR_BACKOFF)
+            elif not found:
                 await self._idle(self.config.task_check_interval)
 
-    async def _fetch(self, wanted: int, lease_expiry: int) -> list[tuple[QueueKeys, str, bytes]]:
-        """Dequeue up to ``wanted`` tasks, trying the queues in the router's order."""
+    async def _fetch(
+        self, wanted: int, lease_expiry: int
+    ) -> tuple[list[tuple[QueueKeys, str, bytes]], bool]:
+        """Dequeue up to ``wanted`` tasks, trying the queues in the router's order.
+
+        A queue that fails is logged and skipped, so the tasks already taken from other
+        queues (now leased) still run; returns them and whether anything failed.
+        """
         found: list[tuple[QueueKeys, str, bytes]] = []
+        failed = False
         for queue in self.router.order():
             keys = self.broker.keys(queue)
-            for task_id, raw in await self.broker.dequeue(keys, wanted - len(found), lease_expiry):
-                found.append((keys, task_id, raw))
+            try:
+                taken = await self.broker.dequeue(keys, wanted - len(found), lease_expiry)
+            except Exception as error:
+                failed = True
+                self.logger.error("dequeue from %s failed: %s", queue, error)
+                continue
+            found += [(keys, task_id, raw) for task_id, raw in taken]
             if len(found) >= wanted:
                 break
-        return found
+        return found, failed
 
     async def _launch(self, keys: QueueKeys, task_id: str, raw: bytes, lease_expiry: float) -> None:
         now = self.clock.time()
         try:
             msg = decode_message(raw, where=keys.task(task_id))
-        except TaskDecodeError as error:
+            deadline = compute_deadline(msg, now)
+            task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
+            task.deadline = datetime.fromtimestamp(deadline, UTC)
+        except (TaskDecodeError, ValueError, OverflowError, OSError) as error:
             await self._archive_corrupt(keys, task_id, raw, error)
             self.slots.give(1)
             return
-        task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
-        deadline = compute_deadline(msg, now)
         task.id, task.queue = msg.id, msg.queue
         task.retried, task.max_retry = msg.retried, msg.retry
-        task.deadline = datetime.fromtimestamp(deadline, UTC)
         task._result_writer = lambda data: self.broker.write_result(keys, msg.id, data)
         job = Job(
             keys=keys,
@@ -192,13 +214,13 @@ class Dispatcher:
         job.runner = self._group.create_task(self._run(job), name=f"asyncq-task-{msg.id}")
 
     async def _archive_corrupt(
-        self, keys: QueueKeys, task_id: str, raw: bytes, error: TaskDecodeError
+        self, keys: QueueKeys, task_id: str, raw: bytes, error: Exception
     ) -> None:
         # The bytes are kept as they are: nothing is lost, and an operator can look.
         self.logger.error("archiving task %s: %s", task_id, error)
         try:
             await self.broker.archive(keys, task_id, raw, now=self.clock.time())
-        except AsyncqError as write_error:
+        except Exception as write_error:
             self.logger.error("could not archive corrupt task %s: %s", task_id, write_error)
 
     # -- one task ----------------------------------------------------------------------------

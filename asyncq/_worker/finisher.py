@@ -106,18 +106,21 @@ class Finisher:
         error: BaseException,
         *,
         job: Job | None = None,
+        recover_cutoff: int | None = None,
     ) -> bool:
         """Move a failed task to retry or archive. Without ``job`` this is the recoverer's
-        call for a task whose worker is gone, checked by its active entry, not its lease.
+        call for a task whose worker is gone: it is moved only if it is still active with
+        no lease, or a lease that ended by ``recover_cutoff``.
         """
         counts = self._counts_as_failure(error)
-        recovering = job is None
         if counts and (msg.retried >= msg.retry or isinstance(error, SkipRetry)):
 
             async def archive() -> bool:
                 now = self.clock.time()
                 data = failed_message(msg, error, now, count=False)
-                return await self.broker.archive(keys, msg.id, data, now=now, recovering=recovering)
+                return await self.broker.archive(
+                    keys, msg.id, data, now=now, recover_cutoff=recover_cutoff
+                )
 
             return await self._write(job, "archived", archive) if job else await archive()
 
@@ -133,7 +136,7 @@ class Finisher:
                 int(now + delay),
                 is_failure=counts,
                 now=now,
-                recovering=recovering,
+                recover_cutoff=recover_cutoff,
             )
 
         return await self._write(job, "retry", retry) if job else await retry()

@@ -8,6 +8,7 @@ web UI list this server. On stop it removes the records: it is stopped last.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -75,30 +76,40 @@ class Heartbeater(PeriodicComponent):
         clock = self.config.clock
         now = clock.time()
         expiry = int(now + self.config.lease_duration)
-        for queue, jobs in self.jobs.by_queue().items():
-            # A handler still running well past its deadline ignores cancellation: its
-            # lease is left to run out so that the task comes back (at least once).
-            keep = [j for j in jobs if now <= j.deadline + self.config.cancel_grace]
-            for job in jobs:
-                if job not in keep and job.lease_valid(now):
-                    self.logger.error(
-                        "handler of task %s ignores cancellation past its deadline; "
-                        "its lease will expire and the task will be retried",
-                        job.id,
-                    )
-            try:
-                await self.broker.extend_leases(
-                    self.broker.keys(queue), [j.id for j in keep], expiry
-                )
-            except AsyncqError as error:
-                self.logger.warning("could not extend leases in %s: %s", queue, error)
-            else:
-                for job in keep:
-                    job.lease_expiry = float(expiry)
+        # All queues at once, each within one beat: a failing node must not delay the
+        # leases of queues that live on healthy nodes until they run out.
+        await asyncio.gather(
+            *(
+                self._extend_queue(queue, jobs, now, expiry)
+                for queue, jobs in self.jobs.by_queue().items()
+            )
+        )
         now = clock.time()
         for job in self.jobs:
             if not job.lease_valid(now):
                 job.stop(StopReason.LEASE_LOST)
+
+    async def _extend_queue(self, queue: str, jobs: list[Job], now: float, expiry: int) -> None:
+        # A handler still running well past its deadline ignores cancellation: its
+        # lease is left to run out so that the task comes back (at least once).
+        keep = [j for j in jobs if now <= j.deadline + self.config.cancel_grace]
+        for job in jobs:
+            if job not in keep and job.lease_valid(now):
+                self.logger.error(
+                    "handler of task %s ignores cancellation past its deadline; "
+                    "its lease will expire and the task will be retried",
+                    job.id,
+                )
+        try:
+            async with asyncio.timeout(self.config.heartbeat_interval):
+                await self.broker.extend_leases(
+                    self.broker.keys(queue), [j.id for j in keep], expiry
+                )
+        except (AsyncqError, TimeoutError) as error:
+            self.logger.warning("could not extend leases in %s: %r", queue, error)
+            return
+        for job in keep:
+            job.lease_expiry = float(expiry)
 
     async def _write_records(self) -> None:
         now = self.config.clock.time()

@@ -47,14 +47,14 @@ class Recoverer(PeriodicComponent):
             expired = await self.broker.list_lease_expired(keys, cutoff)
             orphaned = await self.broker.list_orphaned(keys)
             for raw in expired + orphaned:
-                await self._recover(keys, raw)
+                await self._recover(keys, raw, cutoff)
 
-    async def _recover(self, keys: QueueKeys, raw: bytes) -> None:
+    async def _recover(self, keys: QueueKeys, raw: bytes, cutoff: int) -> None:
         try:
             msg = decode_message(raw, where=keys.name)
         except TaskDecodeError as error:
             self.logger.error("cannot recover a task of %s: %s", keys.name, error)
             return
         lost = LeaseExpiredError(f"task {msg.id} lost its worker (lease expired)")
-        if await self.finisher.retry_or_archive(keys, msg, lost):
+        if await self.finisher.retry_or_archive(keys, msg, lost, recover_cutoff=cutoff):
             self.logger.warning("recovered task %s of queue %s", msg.id, keys.name)

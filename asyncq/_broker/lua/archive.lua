@@ -18,7 +18,9 @@
 -- ARGV[5] = how many archived tasks to keep at most
 -- ARGV[6] = daily counter expiry in Unix seconds (now + 90 days)
 -- ARGV[7] = the largest int64, where totals wrap to 1
--- ARGV[8] = "lease" to require a lease entry, "active" to require an active entry
+-- ARGV[8] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
+--           seconds (the recoverer): the task must be in active with no lease, or a lease
+--           that ended by the cutoff, so a task re-dequeued meanwhile is left alone
 -- ARGV[9] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[9] .. id -> asynq:{q}:t:<id>
 -- RETURNS = 1 archived, 0 the task is not ours any more (nothing changed)
@@ -26,8 +28,14 @@ if ARGV[8] == "lease" then
   if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
     return 0
   end
-elseif not redis.call("LPOS", KEYS[2], ARGV[1]) then
-  return 0
+else
+  if not redis.call("LPOS", KEYS[2], ARGV[1]) then
+    return 0
+  end
+  local lease = redis.call("ZSCORE", KEYS[3], ARGV[1])
+  if lease and tonumber(lease) > tonumber(ARGV[8]) then
+    return 0
+  end
 end
 redis.call("LREM", KEYS[2], 0, ARGV[1])
 redis.call("ZREM", KEYS[3], ARGV[1])

@@ -17,15 +17,23 @@
 -- ARGV[4] = daily counter expiry in Unix seconds (now + 90 days)
 -- ARGV[5] = "1" if this counts as a failure, "0" if not
 -- ARGV[6] = the largest int64, where totals wrap to 1
--- ARGV[7] = "lease" to require a lease entry, "active" to require an active entry
+-- ARGV[7] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
+--           seconds (the recoverer): the task must be in active with no lease, or a lease
+--           that ended by the cutoff, so a task re-dequeued meanwhile is left alone
 -- DERIVED = none
 -- RETURNS = 1 moved to retry, 0 the task is not ours any more (nothing changed)
 if ARGV[7] == "lease" then
   if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
     return 0
   end
-elseif not redis.call("LPOS", KEYS[2], ARGV[1]) then
-  return 0
+else
+  if not redis.call("LPOS", KEYS[2], ARGV[1]) then
+    return 0
+  end
+  local lease = redis.call("ZSCORE", KEYS[3], ARGV[1])
+  if lease and tonumber(lease) > tonumber(ARGV[7]) then
+    return 0
+  end
 end
 redis.call("LREM", KEYS[2], 0, ARGV[1])
 redis.call("ZREM", KEYS[3], ARGV[1])

@@ -6,12 +6,13 @@
 --
 -- KEYS[1] = asynq:{q}:t:<id>              task hash
 -- KEYS[2] = asynq:{q}:scheduled           scheduled set
--- KEYS[3] = asynq:{q}:unique:<type>:<md5> unique lock (optional: only for unique tasks)
+-- KEYS[3] = asynq:{q}:groups              set of group names
+-- KEYS[4] = asynq:{q}:unique:<type>:<md5> unique lock (optional: only for unique tasks)
 -- ARGV[1] = task message (protobuf TaskMessage)
 -- ARGV[2] = process-at time in Unix seconds (the score)
 -- ARGV[3] = task id
 -- ARGV[4] = group name, or "" for none
--- ARGV[5] = unique lock TTL in whole seconds (used only with KEYS[3])
+-- ARGV[5] = unique lock TTL in whole seconds (used only with KEYS[4])
 -- ARGV[6] = scheduler fire lock asynq:{q}:fired:<entry>:<time>, or "" (see the Scheduler)
 -- ARGV[7] = fire lock TTL in whole seconds
 -- DERIVED = ARGV[6] -> asynq:{q}:fired:<entry>:<time>
@@ -23,16 +24,19 @@ end
 if ARGV[6] ~= "" and not redis.call("SET", ARGV[6], "1", "NX", "EX", ARGV[7]) then
   return -2
 end
-if KEYS[3] then
-  if not redis.call("SET", KEYS[3], ARGV[3], "NX", "EX", ARGV[5]) then
+if KEYS[4] then
+  if not redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ARGV[5]) then
     return -1
   end
-  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled", "unique_key", KEYS[3])
+  redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled", "unique_key", KEYS[4])
 else
   redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")
 end
 if ARGV[4] ~= "" then
   redis.call("HSET", KEYS[1], "group", ARGV[4])
+  -- Listed now, so the group is found even if a Go forwarder (which does not list
+  -- groups) moves the task into it later.
+  redis.call("SADD", KEYS[3], ARGV[4])
 end
 redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
 return 1
