@@ -317,3 +317,39 @@ async def _cancel_subscribers(connector: Connector, target: list[str]) -> bool:
 
 async def _state_is_retry(connector: Connector, queue: str, task_id: str) -> bool:
     return await task_state(connector, queue, task_id) == "retry"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncq", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_cli_pause_and_resume_a_queue_under_a_running_worker(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Through the CLI, on both topologies: pause holds a queue's tasks, resume lets them run."""
+    held, other = f"{queue_name}-held", f"{queue_name}-other"
+    target = target_args(connector, request)
+    async with Client(connector) as client:
+        await client.enqueue(Task("quick"), queue=held)  # the queue must exist to be paused
+        await client.enqueue(Task("quick"), queue=other)
+    start_worker(*target, "-q", f"{held}=1", "-q", f"{other}=1")
+    marks = app_dir / "marks"
+    await eventually(lambda: len(list(marks.glob("finished-*"))) == 2, within=20)
+
+    assert _cli("queue", "pause", held, *target).returncode == 0
+    async with Client(connector) as client:
+        waiting = await client.enqueue(Task("quick"), queue=held)
+        done = await client.enqueue(Task("quick"), queue=other)
+    await eventually((marks / f"finished-{done.id}").exists, within=20)
+    assert not (marks / f"started-{waiting.id}").exists()
+    listing = _cli("task", "ls", "--queue", held, "--state", "pending", *target)
+    assert waiting.id in listing.stdout, listing.stderr
+
+    assert _cli("queue", "resume", held, *target).returncode == 0
+    await eventually((marks / f"finished-{waiting.id}").exists, within=20)
