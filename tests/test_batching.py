@@ -250,3 +250,21 @@ async def _script_calls(connector: Connector) -> int:
 
 async def _processed_is(connector: Connector, queue: str, count: int) -> bool:
     return await counter(connector, key(queue, "processed")) == count
+
+
+async def test_a_resent_dequeue_gets_the_same_tasks_back(
+    connector: Connector, queue_name: str
+) -> None:
+    """A dequeue re-sent after a lost reply must not take more tasks and strand the first."""
+    from asyncq._broker.scripts import load_script
+
+    async with Client(connector) as client:
+        await client.enqueue_many([Task("t", {"i": i}) for i in range(5)], queue=queue_name)
+    keys = Broker(connector).keys(queue_name)
+    script_keys = [keys.pending, keys.paused, keys.active, keys.lease, keys.prefix + "dequeue:tok"]
+    args = [int(time.time()) + 30, keys.task_prefix, 2, 60, ""]
+    first = await connector.run_script(load_script("dequeue"), script_keys, args)
+    again = await connector.run_script(load_script("dequeue"), script_keys, args)
+    assert again == first and len(first) == 4  # two (id, msg) pairs, both times
+    assert await connector.client.llen(key(queue_name, "pending")) == 3
+    assert await connector.client.llen(key(queue_name, "active")) == 2

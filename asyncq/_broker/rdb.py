@@ -13,6 +13,7 @@ from functools import lru_cache
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.connector import Connector
+from asyncq._options import new_task_id
 
 __all__ = ["DUPLICATE", "ENQUEUED", "ID_CONFLICT", "Broker"]
 
@@ -32,6 +33,9 @@ STATS_TTL = 90 * 24 * 3600  # daily counters expire after 90 days, as asynq's do
 ARCHIVE_MAX_AGE = 90 * 24 * 3600
 ARCHIVE_MAX_SIZE = 10_000
 FORWARD_BATCH = 100
+# How long a dequeue remembers what it took, for a re-sent call: longer than the
+# connector keeps retrying one call.
+DEQUEUE_RECORD_TTL = 60
 
 Arg = str | bytes | int | float
 
@@ -54,6 +58,7 @@ class Broker:
         self.connector = connector
         self._keys: dict[str, QueueKeys] = {}
         self._registered: dict[str, float] = {}
+        self._dequeue_records: dict[str, str] = {}  # queue -> record of its last dequeue
 
     def keys(self, queue: str) -> QueueKeys:
         """The (cached) keys of ``queue``; raises ``InvalidQueueNameError`` for a bad name."""
@@ -142,11 +147,18 @@ class Broker:
         self, keys: QueueKeys, count: int, lease_expiry: int
     ) -> list[tuple[str, bytes]]:
         """asynq's Dequeue for up to ``count`` tasks at once: (id, message bytes) pairs."""
+        # The token is fixed before the connector's retries, so a re-sent call is replayed.
+        # The previous call's record is dropped by this one: it has been answered, and so
+        # no extra key outlives the next poll.
+        record = f"{keys.prefix}dequeue:{new_task_id()}"
+        previous = self._dequeue_records.pop(keys.name, "")
         reply = await self.connector.run_script(
             load_script("dequeue"),
-            [keys.pending, keys.paused, keys.active, keys.lease],
-            [lease_expiry, keys.task_prefix, count],
+            [keys.pending, keys.paused, keys.active, keys.lease, record],
+            [lease_expiry, keys.task_prefix, count, DEQUEUE_RECORD_TTL, previous],
         )
+        if reply:
+            self._dequeue_records[keys.name] = record
         return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def done(self, keys: QueueKeys, task_id: str, unique_key: str, now: float) -> bool:
@@ -162,6 +174,12 @@ class Broker:
             script_keys.append(unique_key)
         args: list[Arg] = [task_id, int(now) + STATS_TTL, MAX_INT64]
         return bool(await self.connector.run_script(load_script("done"), script_keys, args))
+
+    async def forget_dequeues(self) -> None:
+        """Delete the records of the last dequeues (a stopping worker leaves no extra key)."""
+        records, self._dequeue_records = list(self._dequeue_records.values()), {}
+        for record in records:
+            await self.connector.execute("DEL", record)
 
     async def done_many(
         self, keys: QueueKeys, tasks: list[tuple[str, str]], now: float

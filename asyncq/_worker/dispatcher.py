@@ -135,6 +135,10 @@ class Dispatcher:
         self.request_stop()
         if self._task is not None:
             await asyncio.wait({self._task})
+        try:
+            await self.broker.forget_dequeues()
+        except Exception as error:  # they expire on their own within a minute
+            self.logger.debug("could not delete the last dequeue records: %s", error)
 
     @property
     def fetching(self) -> bool:
