@@ -35,7 +35,7 @@ from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asyncq._scheduler.cron import Schedule, parse_schedule
 from asyncq._scheduler.goformat import go_option_strings
 from asyncq.client import FIRE_LOCK_TTL, Client
-from asyncq.errors import AsyncqError, InvalidOptionError
+from asyncq.errors import AsyncqError, ConnectionFailedError, InvalidOptionError
 from asyncq.task import Task, TaskInfo
 
 __all__ = ["PeriodicTaskConfig", "PeriodicTaskManager", "Scheduler", "entry_message"]
@@ -215,17 +215,21 @@ class Scheduler:
             while later is not None and later <= now:  # only the latest missed fire counts
                 fire, later = later, entry.schedule.next_after(later)
             entry.next_fire = later
-            if (now - fire).total_seconds() <= self.misfire_grace:
-                await self._fire(entry, fire)
-            else:
+            if (now - fire).total_seconds() > self.misfire_grace:
                 self.logger.warning("entry %s missed its fire at %s; skipped", entry.id, fire)
+            elif not await self._fire(entry, fire):
+                # Redis failed: try this fire again at the next tick while within the grace.
+                # The fire lock keeps a retried fire from being enqueued twice.
+                entry.next_fire = fire
         upcoming = [e.next_fire for e in self._entries.values() if e.next_fire is not None]
         return max((min(upcoming) - now).total_seconds(), 0.0) if upcoming else 3600.0
 
-    async def _fire(self, entry: _Entry, fire: datetime) -> None:
+    async def _fire(self, entry: _Entry, fire: datetime) -> bool:
+        """Enqueue one fire; False when Redis failed and the fire should be tried again."""
         entry.prev_fire = fire
         info: TaskInfo | None = None
         error: BaseException | None = None
+        retry = False
         try:
             await _call(self.before_enqueue, entry.task, entry.options)
             info = await self._client.enqueue_once(
@@ -233,10 +237,15 @@ class Scheduler:
             )
             if info is not None:
                 await self._record(entry.id, info.id)
-        except AsyncqError as failure:
+        except ConnectionFailedError as failure:
+            error, retry = failure, True
+            self.logger.error("entry %s could not enqueue (will retry): %s", entry.id, failure)
+        except Exception as failure:  # a bad option, a hook that raised: reported, not retried
             error = failure
             self.logger.error("entry %s could not enqueue: %s", entry.id, failure)
-        await _call(self.after_enqueue, info, error)
+        with contextlib.suppress(Exception):
+            await _call(self.after_enqueue, info, error)
+        return not retry
 
     async def _record(self, entry_id: str, task_id: str) -> None:
         now_ns = self.clock.time_ns()

@@ -129,3 +129,29 @@ def test_misfire_grace_must_stay_below_the_fire_lock() -> None:
 
 async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
     return not await connector.client.exists(key(queue, f"t:{task_id}"))
+
+
+async def test_a_fire_missed_during_an_outage_is_enqueued_when_redis_returns(
+    queue_name: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    from asyncq.testing import ManualClock
+
+    server = RedisServerProcess().start()
+    try:
+        clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+        connector = RedisConnector(server.url, retry_deadline=0.3)
+        scheduler = Scheduler(connector, clock=clock)
+        scheduler.register("@every 1m", Task("job"), queue=queue_name)
+        async with connector:
+            server.stop()
+            clock.advance(60)
+            await scheduler.tick()  # Redis is down: the fire waits
+            server.restart()
+            clock.advance(5)  # still within misfire_grace
+            await scheduler.tick()
+            await scheduler.tick()
+            assert await connector.client.llen(key(queue_name, "pending")) == 1
+    finally:
+        server.close()
