@@ -26,7 +26,7 @@ from asyncq._broker.rdb import utc_date
 from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry, TaskMessage
 from asyncq.testing import eventually
 from asyncq.testing.plugin import ClusterTarget
-from tests.worker_helpers import key, running_server, task_state
+from tests.worker_helpers import key, running_server, state_is, task_state
 
 
 async def go_task(
@@ -243,7 +243,7 @@ async def test_cancel_reaches_the_worker_running_the_task(
         await eventually(lambda: _has_worker(inspector, server.identity.server_id, info.id))
         assert records and records[0].queues == {queue_name: 1}
         await inspector.cancel(info.id)
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     async with Inspector(connector) as inspector:
         task = await inspector.task_info(queue_name, info.id)
     assert task.last_error.startswith("TaskCanceledError") and task.retried == 1
@@ -292,10 +292,6 @@ async def test_cluster_nodes_on_a_single_redis_is_a_clear_error(
     async with Inspector(standalone_connector) as inspector:
         with pytest.raises(InvalidOptionError, match="needs a Redis Cluster"):
             await inspector.cluster_nodes("images")
-
-
-async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
-    return await task_state(connector, queue, task_id) == state
 
 
 async def _has_worker(inspector: Inspector, server_id: str, task_id: str) -> bool:

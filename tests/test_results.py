@@ -19,7 +19,7 @@ from asyncq import (
     TaskNotFoundError,
 )
 from asyncq.testing import ManualClock, eventually
-from tests.worker_helpers import key, running_server
+from tests.worker_helpers import gone, running_server
 
 
 def result_mux(release: asyncio.Event) -> ServeMux:
@@ -107,8 +107,4 @@ async def test_results_expire_with_their_retention(connector: Connector, queue_n
         info = await client.enqueue(Task("square", {"n": 3}), queue=queue_name, retention=30)
         assert orjson.loads(await client.wait_result(info)) == {"square": 9}
         clock.advance(31)
-        await eventually(lambda: _gone(connector, queue_name, info.id))
-
-
-async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
-    return not await connector.client.exists(key(queue, f"t:{task_id}"))
+        await eventually(lambda: gone(connector, queue_name, info.id))

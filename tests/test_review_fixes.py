@@ -23,7 +23,7 @@ from asyncq import (
 from asyncq._broker.rdb import Broker
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.testing import RedisServerProcess, eventually
-from tests.worker_helpers import key, running_server, task_state
+from tests.worker_helpers import gone, key, running_server, task_state
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ async def test_waiting_on_a_task_that_already_finished_unkept(
 
     async with Client(connector) as client, running_server(connector, mux, {queue_name: 1}):
         info = await client.enqueue(Task("t"), queue=queue_name)
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
         with pytest.raises(ResultNotKeptError):
             await client.wait_result(info, timeout=5)
 
@@ -125,10 +125,6 @@ async def test_waiting_on_a_task_that_already_finished_unkept(
 def test_misfire_grace_must_stay_below_the_fire_lock() -> None:
     with pytest.raises(InvalidOptionError, match="misfire_grace"):
         Scheduler(RedisConnector(), misfire_grace=3600)
-
-
-async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
-    return not await connector.client.exists(key(queue, f"t:{task_id}"))
 
 
 async def test_a_fire_missed_during_an_outage_is_enqueued_when_redis_returns(

@@ -16,7 +16,15 @@ from asyncq import Client, Connector, RedisConnector, ServeMux, Task
 from asyncq._proto.asynq_pb2 import ServerInfo
 from asyncq.testing import RedisServerProcess, eventually
 from asyncq.testing.plugin import StandaloneTarget
-from tests.worker_helpers import counter, key, running_server, task_message, task_state
+from tests.worker_helpers import (
+    counter,
+    gone,
+    key,
+    running_server,
+    state_is,
+    task_message,
+    task_state,
+)
 
 
 async def test_not_a_failure_retries_without_counting(
@@ -36,7 +44,7 @@ async def test_not_a_failure_retries_without_counting(
         {queue_name: 1},
         is_failure=lambda error: not isinstance(error, BlockingIOError),
     ):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     msg = await task_message(connector, queue_name, info.id)
     # max_retry=0 would archive a failure; a non-failure is retried and not counted.
     assert msg.retried == 0 and "resource busy" in msg.error_msg
@@ -146,7 +154,7 @@ async def test_final_write_waits_out_a_redis_outage(
             )
             durable_server.restart()
             await eventually(
-                lambda: _gone(connector, queue_name, info.id), within=15, what="the done write"
+                lambda: gone(connector, queue_name, info.id), within=15, what="the done write"
             )
         assert await counter(connector, key(queue_name, "processed")) == 1
 
@@ -193,14 +201,6 @@ async def _status_is(connector: Connector, server_key: str, status: str) -> bool
     return raw is not None and ServerInfo.FromString(raw).status == status
 
 
-async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
-    return await task_state(connector, queue, task_id) == state
-
-
-async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
-    return not await connector.client.exists(key(queue, f"t:{task_id}"))
-
-
 async def test_cancelled_error_raised_inside_a_handler_is_a_failure(
     connector: Connector, queue_name: str
 ) -> None:
@@ -215,7 +215,7 @@ async def test_cancelled_error_raised_inside_a_handler_is_a_failure(
     async with Client(connector) as client:
         info = await client.enqueue(Task("t"), queue=queue_name)
     async with running_server(connector, mux, {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     assert (await task_message(connector, queue_name, info.id)).error_msg == "CancelledError"
 
 

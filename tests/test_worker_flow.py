@@ -8,7 +8,7 @@ import time
 from asyncq import Client, Connector, ServeMux, Task
 from asyncq._proto.asynq_pb2 import ServerInfo, TaskMessage, WorkerInfo
 from asyncq.testing import ManualClock, eventually
-from tests.worker_helpers import counter, key, running_server, task_message, task_state
+from tests.worker_helpers import counter, key, running_server, state_is, task_message, task_state
 
 
 async def _enqueue(connector: Connector, queue: str, count: int, task_type: str = "t") -> list[str]:
@@ -158,9 +158,9 @@ async def test_recoverer_takes_back_expired_leases_and_orphans(
             await connector.client.zadd(key(queue_name, "lease"), {task_id: lease})
     # The worker serves nothing else; its recoverer runs once at start.
     async with running_server(connector, ServeMux(), {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, "orphan", "retry"))
-        await eventually(lambda: _state_is(connector, queue_name, "expired", "retry"))
-        await eventually(lambda: _state_is(connector, queue_name, "exhausted", "archived"))
+        await eventually(lambda: state_is(connector, queue_name, "orphan", "retry"))
+        await eventually(lambda: state_is(connector, queue_name, "expired", "retry"))
+        await eventually(lambda: state_is(connector, queue_name, "exhausted", "archived"))
     for task_id in ("expired", "orphan"):
         msg = await task_message(connector, queue_name, task_id)
         assert msg.retried == 1 and msg.error_msg.startswith("LeaseExpiredError")
@@ -185,7 +185,7 @@ async def test_due_scheduled_task_runs_and_grouped_one_joins_its_group(
     async with running_server(connector, mux, {queue_name: 1}, clock=clock):
         clock.advance(31)
         await eventually(lambda: ran == [plain.id])
-        await eventually(lambda: _state_is(connector, queue_name, grouped.id, "aggregating"))
+        await eventually(lambda: state_is(connector, queue_name, grouped.id, "aggregating"))
     assert await connector.client.zscore(key(queue_name, "g:g"), grouped.id) is not None
     assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
 
@@ -239,10 +239,6 @@ async def test_handler_ignoring_cancellation_cannot_block_shutdown(
     assert await connector.client.zscore(key(queue_name, "lease"), task_id) is not None
     assert elapsed < 10
     finish.set()
-
-
-async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
-    return await task_state(connector, queue, task_id) == state
 
 
 async def _lease_is(connector: Connector, queue: str, task_id: str, score: int) -> bool:

@@ -19,7 +19,14 @@ from asyncq import (
 )
 from asyncq._broker.rdb import utc_date
 from asyncq.testing import ManualClock, eventually
-from tests.worker_helpers import counter, key, running_server, task_message, task_state
+from tests.worker_helpers import (
+    counter,
+    gone,
+    key,
+    running_server,
+    state_is,
+    task_message,
+)
 
 # The tutorial's notifications:email task exactly as Go's asynq v0.24.1 wrote it.
 GO_MSG = bytes.fromhex(
@@ -83,7 +90,7 @@ async def test_retry_then_success_with_backoff_on_a_moved_clock(
     async with Client(connector) as client:
         info = await client.enqueue(Task("flaky"), queue=queue_name, max_retry=3)
     async with running_server(connector, mux, {queue_name: 1}, clock=clock):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
         msg = await task_message(connector, queue_name, info.id)
         assert (msg.retried, msg.error_msg, msg.last_failed_at) == (
             1,
@@ -95,7 +102,7 @@ async def test_retry_then_success_with_backoff_on_a_moved_clock(
         assert await counter(connector, key(queue_name, "failed")) == 1
         assert await counter(connector, key(queue_name, "processed")) == 1
         clock.advance(60)  # the retry is due: the forwarder moves it, the worker runs it
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
     assert calls == [0, 1]
     assert await counter(connector, key(queue_name, "processed")) == 2
     assert await counter(connector, key(queue_name, "failed")) == 1
@@ -111,7 +118,7 @@ async def test_last_retry_archives_with_the_error(connector: Connector, queue_na
     async with Client(connector) as client:
         info = await client.enqueue(Task("doomed"), queue=queue_name, max_retry=0)
     async with running_server(connector, mux, {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "archived"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "archived"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg == "ValueError: bad input 42" and msg.retried == 0
     assert await connector.client.zscore(key(queue_name, "archived"), info.id) is not None
@@ -128,7 +135,7 @@ async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str
     async with Client(connector) as client:
         info = await client.enqueue(Task("skip"), queue=queue_name, max_retry=10)
     async with running_server(connector, mux, {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "archived"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "archived"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg == "SkipRetry: not worth retrying" and msg.retried == 0
 
@@ -145,7 +152,7 @@ async def test_revoke_task_drops_it_without_retry_or_archive(
     async with Client(connector) as client:
         info = await client.enqueue(Task("revoke"), queue=queue_name)
     async with running_server(connector, mux, {queue_name: 1}):
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
     assert await connector.client.zcard(key(queue_name, "archived")) == 0
     assert await connector.client.zcard(key(queue_name, "retry")) == 0
     assert await counter(connector, key(queue_name, "processed")) == 1
@@ -169,7 +176,7 @@ async def test_timeout_cancels_the_handler_and_retries(
     async with Client(connector) as client:
         info = await client.enqueue(Task("slow"), queue=queue_name, timeout=1)
     async with running_server(connector, mux, {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"), within=10)
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"), within=10)
     assert cancelled.is_set()
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg.startswith("TaskDeadlineExceededError") and msg.retried == 1
@@ -192,7 +199,7 @@ async def test_passed_deadline_fails_without_running_long(
         info = await client.enqueue(Task("late"), queue=queue_name, deadline=deadline)
     clock.advance(200)  # the worker's "now" is past the deadline when it dequeues
     async with running_server(connector, mux, {queue_name: 1}, clock=clock):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg.startswith("TaskDeadlineExceededError")
 
@@ -201,7 +208,7 @@ async def test_unknown_task_type_is_a_failure(connector: Connector, queue_name: 
     async with Client(connector) as client:
         info = await client.enqueue(Task("nobody:handles"), queue=queue_name)
     async with running_server(connector, ServeMux(), {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg == (
         "HandlerNotFoundError: no handler is registered for task type 'nobody:handles'"
@@ -232,7 +239,7 @@ async def test_error_inside_middleware_is_recorded(connector: Connector, queue_n
     async with Client(connector) as client:
         info = await client.enqueue(Task("guarded"), queue=queue_name)
     async with running_server(connector, mux, {queue_name: 1}, error_handler=on_error):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "retry"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg == "PermissionError: missing token"
     assert reported == ["guarded: missing token"]
@@ -253,7 +260,7 @@ async def test_retention_keeps_a_completed_task_with_its_result(
             Task("report"), queue=queue_name, retention=timedelta(hours=1), unique=3600
         )
     async with running_server(connector, mux, {queue_name: 1}, clock=clock):
-        await eventually(lambda: _state_is(connector, queue_name, info.id, "completed"))
+        await eventually(lambda: state_is(connector, queue_name, info.id, "completed"))
         msg = await task_message(connector, queue_name, info.id)
         assert msg.completed_at == int(clock.time())
         score = await connector.client.zscore(key(queue_name, "completed"), info.id)
@@ -267,7 +274,7 @@ async def test_retention_keeps_a_completed_task_with_its_result(
             with pytest.raises(TaskIdConflictError):
                 await client.enqueue(Task("report"), queue=queue_name, task_id=info.id)
         clock.advance(3601)  # retention over: the janitor deletes it
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
     assert await connector.client.zcard(key(queue_name, "completed")) == 0
 
 
@@ -279,15 +286,7 @@ async def test_corrupt_task_data_is_archived_not_lost(
     )
     await connector.client.lpush(key(queue_name, "pending"), "broken")
     async with running_server(connector, ServeMux(), {queue_name: 1}):
-        await eventually(lambda: _state_is(connector, queue_name, "broken", "archived"))
+        await eventually(lambda: state_is(connector, queue_name, "broken", "archived"))
     raw = await connector.client.hget(key(queue_name, "t:broken"), "msg")
     assert raw == b"\xff\xfe not protobuf"
     assert await connector.client.llen(key(queue_name, "active")) == 0
-
-
-async def _state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
-    return await task_state(connector, queue, task_id) == state
-
-
-async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
-    return not await connector.client.exists(key(queue, f"t:{task_id}"))

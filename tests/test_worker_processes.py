@@ -15,7 +15,7 @@ import pytest
 from asyncq import Client, Connector, RedisClusterConnector, ServeMux, Task
 from asyncq.testing import eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
-from tests.worker_helpers import counter, key, running_server, task_message, task_state
+from tests.worker_helpers import counter, gone, key, running_server, task_message, task_state
 
 APP = textwrap.dedent(
     """
@@ -122,7 +122,7 @@ async def test_sigkill_mid_task_the_task_runs_again_elsewhere(
         retry_delay=lambda n, error, task: 0,
     ):
         await eventually(lambda: reran == [1], within=20, what="the second worker to rerun it")
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
     assert await counter(connector, key(queue_name, "failed")) == 1  # the lost lease
 
 
@@ -216,10 +216,6 @@ def test_unreachable_redis_exits_with_a_clear_error(app_dir: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def _gone(connector: Connector, queue: str, task_id: str) -> bool:
-    return not await connector.client.exists(key(queue, f"t:{task_id}"))
-
-
 DIES_BEFORE_ACK = textwrap.dedent(
     """
     import os, pathlib, signal
@@ -274,7 +270,7 @@ async def test_kill_between_handler_return_and_ack_runs_the_task_again(
         recoverer_interval=0.2, retry_delay=lambda n, error, task: 0,
     ):  # fmt: skip
         await eventually(lambda: again == [info.id], within=20)
-        await eventually(lambda: _gone(connector, queue_name, info.id))
+        await eventually(lambda: gone(connector, queue_name, info.id))
 
 
 async def test_cancel_from_another_process_reaches_the_worker(

@@ -52,3 +52,13 @@ async def task_message(connector: Connector, queue: str, task_id: str) -> TaskMe
 async def counter(connector: Connector, name: str) -> int:
     raw = await connector.client.get(name)
     return int(raw) if raw is not None else 0
+
+
+async def state_is(connector: Connector, queue: str, task_id: str, state: str) -> bool:
+    """Whether the task's hash says ``state`` (for ``eventually``)."""
+    return await task_state(connector, queue, task_id) == state
+
+
+async def gone(connector: Connector, queue: str, task_id: str) -> bool:
+    """Whether the task's hash no longer exists (done without retention, or deleted)."""
+    return not await connector.client.exists(key(queue, f"t:{task_id}"))
