@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ResponseError
 
 from asyncq._broker.inspect import SET_STATES, InspectBroker, RawTask
 from asyncq._broker.keys import (
@@ -455,12 +456,38 @@ class Inspector:
         if not self.connector.is_cluster:
             raise InvalidOptionError("cluster_nodes needs a Redis Cluster (RedisClusterConnector)")
         slot = self.cluster_key_slot(queue)
-        shards = await self.connector.call(lambda c: c.execute_command("CLUSTER SHARDS"))
+        try:
+            shards = await self.connector.call(lambda c: c.execute_command("CLUSTER SHARDS"))
+        except ResponseError:  # Redis 6.2 has no CLUSTER SHARDS
+            return await self._nodes_from_cluster_nodes(queue, slot)
         for shard in _shards(shards):
             if any(lo <= slot <= hi for lo, hi in _ranges(shard.get("slots", []))):
                 nodes = [_node(n) for n in shard.get("nodes", [])]
                 nodes = [n for n in nodes if n.role in ("master", "replica")]
                 return sorted(nodes, key=lambda n: n.role != "master")
+        raise QueueNotFoundError(f"no node serves slot {slot} of queue {queue!r}")
+
+    async def _nodes_from_cluster_nodes(self, queue: str, slot: int) -> list[ClusterNode]:
+        """``cluster_nodes`` from ``CLUSTER NODES``, for servers without ``CLUSTER SHARDS``."""
+        table = await self.connector.call(lambda c: c.cluster_nodes())
+        for address, fields in table.items():
+            flags = str(fields.get("flags", ""))
+            ranges = [(int(r[0]), int(r[-1])) for r in fields.get("slots", [])]
+            if (
+                "master" in flags
+                and "fail" not in flags
+                and any(lo <= slot <= hi for lo, hi in ranges)
+            ):
+                master_id = str(fields["node_id"])
+                replicas = [
+                    ClusterNode(str(f["node_id"]), addr, "replica")
+                    for addr, f in table.items()
+                    if f.get("master_id") == master_id and "fail" not in str(f.get("flags", ""))
+                ]
+                return [
+                    ClusterNode(master_id, address, "master"),
+                    *sorted(replicas, key=lambda n: n.address),
+                ]
         raise QueueNotFoundError(f"no node serves slot {slot} of queue {queue!r}")
 
 

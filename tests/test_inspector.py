@@ -286,6 +286,18 @@ async def test_cluster_slot_and_nodes_match_cluster_shards(
             assert nodes[0].role == "master" and len(nodes[0].id) == 40
 
 
+async def test_cluster_nodes_without_cluster_shards_agree(cluster_connector: Connector) -> None:
+    """Redis 6.2 has no CLUSTER SHARDS: the CLUSTER NODES fallback gives the same answer."""
+    async with Inspector(cluster_connector) as inspector:
+        for queue in ("images", "notifications", "webhooks"):
+            slot = inspector.cluster_key_slot(queue)
+            from_shards = await inspector.cluster_nodes(queue)
+            fallback = await inspector._nodes_from_cluster_nodes(queue, slot)
+            assert [(n.id, n.address, n.role) for n in fallback] == [
+                (n.id, n.address, n.role) for n in from_shards
+            ]
+
+
 async def test_cluster_nodes_on_a_single_redis_is_a_clear_error(
     standalone_connector: Connector,
 ) -> None:
