@@ -56,6 +56,14 @@ def target_args(connector: Connector, request: pytest.FixtureRequest) -> list[st
 
 StartWorker = Callable[..., "subprocess.Popen[str]"]
 
+# A second worker that takes back a dead worker's task within seconds and runs it again.
+RECOVERS_QUICKLY: dict[str, object] = {
+    "lease_duration": 2,
+    "heartbeat_interval": 0.5,
+    "recoverer_interval": 0.2,
+    "retry_delay": lambda n, error, task: 0,
+}
+
 
 @pytest.fixture
 def start_worker(app_dir: Path) -> Iterator[StartWorker]:
@@ -112,15 +120,7 @@ async def test_sigkill_mid_task_the_task_runs_again_elsewhere(
     async def finish(task: Task) -> None:
         reran.append(task.retried)
 
-    async with running_server(
-        connector,
-        mux,
-        {queue_name: 1},
-        lease_duration=2,
-        heartbeat_interval=0.5,
-        recoverer_interval=0.2,
-        retry_delay=lambda n, error, task: 0,
-    ):
+    async with running_server(connector, mux, {queue_name: 1}, **RECOVERS_QUICKLY):
         await eventually(lambda: reran == [1], within=20, what="the second worker to rerun it")
         await eventually(lambda: gone(connector, queue_name, info.id))
     assert await counter(connector, key(queue_name, "failed")) == 1  # the lost lease
@@ -265,10 +265,7 @@ async def test_kill_between_handler_return_and_ack_runs_the_task_again(
     async def once(task: Task) -> None:
         again.append(task.id)
 
-    async with running_server(
-        connector, mux, {queue_name: 1}, lease_duration=2, heartbeat_interval=0.5,
-        recoverer_interval=0.2, retry_delay=lambda n, error, task: 0,
-    ):  # fmt: skip
+    async with running_server(connector, mux, {queue_name: 1}, **RECOVERS_QUICKLY):
         await eventually(lambda: again == [info.id], within=20)
         await eventually(lambda: gone(connector, queue_name, info.id))
 

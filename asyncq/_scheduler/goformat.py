@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["go_duration", "go_option_strings", "go_quote", "go_unix_date", "parse_go_duration"]
@@ -88,31 +88,30 @@ def _seconds(value: object) -> float:
     return float(value)
 
 
+def _date(value: object) -> str:
+    assert isinstance(value, datetime)
+    return go_unix_date(value)
+
+
+# asyncq option -> (asynq option name, how Go prints its value), in asynq's own order.
+_GO_OPTIONS: list[tuple[str, str, Callable[[object], str]]] = [
+    ("queue", "Queue", lambda v: go_quote(str(v))),
+    ("max_retry", "MaxRetry", str),
+    ("timeout", "Timeout", lambda v: go_duration(_seconds(v))),
+    ("deadline", "Deadline", _date),
+    ("unique", "Unique", lambda v: go_duration(_seconds(v))),
+    ("process_at", "ProcessAt", _date),
+    ("process_in", "ProcessIn", lambda v: go_duration(_seconds(v))),
+    ("task_id", "TaskID", lambda v: go_quote(str(v))),
+    ("retention", "Retention", lambda v: go_duration(_seconds(v))),
+    ("group", "Group", lambda v: go_quote(str(v))),
+]
+
+
 def go_option_strings(options: Mapping[str, object]) -> list[str]:
     """asynq's ``Option.String()`` of each enqueue option, in asynq's own order."""
-    out: list[str] = []
-    if "queue" in options:
-        out.append(f"Queue({go_quote(str(options['queue']))})")
-    if "max_retry" in options:
-        out.append(f"MaxRetry({options['max_retry']})")
-    if "timeout" in options:
-        out.append(f"Timeout({go_duration(_seconds(options['timeout']))})")
-    if "deadline" in options:
-        deadline = options["deadline"]
-        assert isinstance(deadline, datetime)
-        out.append(f"Deadline({go_unix_date(deadline)})")
-    if "unique" in options:
-        out.append(f"Unique({go_duration(_seconds(options['unique']))})")
-    if "process_at" in options:
-        at = options["process_at"]
-        assert isinstance(at, datetime)
-        out.append(f"ProcessAt({go_unix_date(at)})")
-    if "process_in" in options:
-        out.append(f"ProcessIn({go_duration(_seconds(options['process_in']))})")
-    if "task_id" in options:
-        out.append(f"TaskID({go_quote(str(options['task_id']))})")
-    if "retention" in options:
-        out.append(f"Retention({go_duration(_seconds(options['retention']))})")
-    if "group" in options:
-        out.append(f"Group({go_quote(str(options['group']))})")
-    return out
+    return [
+        f"{go_name}({render(options[name])})"
+        for name, go_name, render in _GO_OPTIONS
+        if name in options
+    ]
