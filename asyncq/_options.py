@@ -24,6 +24,7 @@ __all__ = [
     "EnqueueOptions",
     "ResolvedOptions",
     "new_task_id",
+    "new_task_ids",
     "resolve",
 ]
 
@@ -69,13 +70,23 @@ class ResolvedOptions:
     group: str
 
 
+# The variant nibble of a UUID4 is 10xx in binary: 8, 9, a or b, chosen by two random bits.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_task_id() -> str:
     """A random UUID4 in its usual text form (asynq's default task id), made quickly."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` random UUID4s in text form, from one read of the system's randomness."""
+    digits = os.urandom(16 * count).hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
+    ]
 
 
 def _seconds(name: str, value: object, *, minimum: float) -> float:

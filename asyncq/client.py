@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
+from functools import partial
+from types import MappingProxyType, TracebackType
 from typing import Unpack
 
 from asyncq._broker.keys import QueueKeys
@@ -16,7 +16,14 @@ from asyncq._broker.rdb import ALREADY_FIRED, DUPLICATE, ENQUEUED, ID_CONFLICT, 
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
 from asyncq._coalesce import Coalescer
-from asyncq._options import EnqueueOptions, ResolvedOptions, check_names, new_task_id, resolve
+from asyncq._options import (
+    EnqueueOptions,
+    ResolvedOptions,
+    check_names,
+    new_task_id,
+    new_task_ids,
+    resolve,
+)
 from asyncq.errors import (
     DuplicateTaskError,
     ResultNotKeptError,
@@ -38,24 +45,53 @@ TaskItem = Task | tuple[Task, Mapping[str, object]]
 _PER_CALL_OPTIONS = frozenset({"process_at", "process_in", "task_id", "unique", "group"})
 # timeout, deadline, next process time, retention: what TaskInfo takes from the options.
 _SharedFields = tuple[timedelta | None, datetime | None, datetime | None, timedelta]
+# The options object, (timeout, deadline, retention) from it, and the last process time
+# with its datetime: the parts of a TaskInfo that repeat from task to task.
+_FieldsCache = tuple[
+    ResolvedOptions, tuple[timedelta | None, datetime | None, timedelta], float, datetime | None
+]
 
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-@dataclass(frozen=True, slots=True)
 class EnqueueResult:
     """One task's outcome in ``enqueue_many``: its ``info``, or the ``error`` that stopped it."""
 
-    task: Task
-    info: TaskInfo | None = None
-    error: Exception | None = None
+    __slots__ = ("_describe", "_info", "error", "task")
+
+    def __init__(
+        self, task: Task, info: TaskInfo | None = None, error: Exception | None = None
+    ) -> None:
+        self.task = task
+        self.error = error
+        self._info = info
+        self._describe: Callable[[], TaskInfo] | None = None
+
+    @classmethod
+    def _stored(cls, task: Task, describe: Callable[[], TaskInfo]) -> EnqueueResult:
+        """A stored task whose ``TaskInfo`` is built only if someone asks for it: a batch
+        of thousands is mostly checked with ``ok`` alone."""
+        result = cls(task)
+        result._describe = describe
+        return result
+
+    @property
+    def info(self) -> TaskInfo | None:
+        """What was stored (None when the task was refused)."""
+        if self._info is None and self._describe is not None:
+            self._info, self._describe = self._describe(), None
+        return self._info
 
     @property
     def ok(self) -> bool:
         """True when the task was stored."""
         return self.error is None
+
+    def __repr__(self) -> str:
+        outcome = f"error={self.error!r}" if self.error is not None else f"info={self.info!r}"
+        return f"EnqueueResult(task={self.task!r}, {outcome})"
 
 
 @dataclass(slots=True)
@@ -93,7 +129,7 @@ class Client:
         self._broker = Broker(connector)
         self._clock: Clock = clock or SystemClock()
         self._batchers: dict[str, Coalescer[tuple[str, bytes], int]] = {}
-        self._fields_cache: tuple[object, _SharedFields] | None = None
+        self._fields_cache: _FieldsCache | None = None
         self._plans: dict[tuple[tuple[str, object], ...], tuple[_Prepared, MessageTemplate]] = {}
 
     async def __aenter__(self) -> Client:
@@ -210,31 +246,41 @@ class Client:
 
         Each item is a ``Task`` or a ``(Task, options)`` pair whose options override
         the call's. Plain tasks are sent in batches, one script call per queue and
-        batch (so per node), queues in parallel; unique, scheduled and grouped tasks
-        are sent one by one, concurrently. A task refused (bad option, duplicate, id
-        taken) or lost to a failing node gets its ``error``; the others are unaffected.
-        A bad option of the call itself raises at once, before anything is written.
+        batch (so per node), queues in parallel, and a queue's batches in order; unique,
+        scheduled and grouped tasks are sent one by one, concurrently. A task refused
+        (bad option, duplicate, id taken) or lost to a failing node gets its ``error``;
+        the others are unaffected. A bad option of the call itself, or an item that is
+        not a task, raises at once, before anything is written.
         """
         check_names(options)
         shared = self._prepare(Task("-"), options)  # the call's options, checked once
         template = self._template(shared) if shared.plain and "task_id" not in options else None
-        results: list[EnqueueResult | None] = []
-        ready: list[tuple[int, _Prepared]] = []
-        for index, item in enumerate(tasks):
-            task, own = item if isinstance(item, tuple) else (item, {})
-            try:
+        items = [_checked_item(item) for item in tasks]
+        results: list[EnqueueResult | None] = [None] * len(items)
+        writer = _ManyWriter(self, shared, results)
+        ids = iter(new_task_ids(sum(not own for _, own in items) if template else 0))
+        async with asyncio.TaskGroup() as group:
+            writer.group = group
+            for index, (task, own) in enumerate(items):
                 if template is not None and not own:
-                    ready.append((index, self._like(shared, template, task, shared.now_ns)))
-                else:
-                    ready.append((index, self._prepare(task, {**options, **own})))
-                results.append(None)
-            except (ValueError, TypeError) as error:
-                if not own:  # the call's own options are wrong: nothing is written
-                    raise
-                results.append(EnqueueResult(task=task, error=error))
-        for queue in {p.opts.queue for _, p in ready}:
-            await self._broker.register_queue(queue)
-        await self._write_many(ready, results)
+                    task_id = next(ids)
+                    msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+                    entry: _Entry = (index, task, task_id, msg, None)
+                    if writer.put(shared.keys, entry):
+                        await writer.send(shared.keys)
+                    continue
+                try:
+                    prepared = self._prepare(task, {**options, **own})
+                except (ValueError, TypeError) as error:
+                    results[index] = EnqueueResult(task=task, error=error)
+                    continue
+                if not prepared.plain:
+                    writer.spawn_single(index, prepared)
+                    continue
+                entry = (index, task, prepared.task_id, prepared.msg, prepared)
+                if writer.put(prepared.keys, entry):
+                    await writer.send(prepared.keys)
+            await writer.flush()
         return [r for r in results if r is not None]
 
     # -- helpers -----------------------------------------------------------------------------
@@ -291,6 +337,14 @@ class Client:
             task_id, True,
         )  # fmt: skip
 
+    def _describe_like(self, shared: _Prepared, task: Task, task_id: str, now_ns: int) -> TaskInfo:
+        """The TaskInfo of a task stored from ``enqueue_many``'s template path."""
+        prepared = _Prepared(
+            task, shared.opts, shared.keys, b"", "", shared.state, now_ns / 1e9, now_ns,
+            task_id, True,
+        )  # fmt: skip
+        return self._outcome(prepared, ENQUEUED)
+
     def _plan(self, options: Mapping[str, object]) -> tuple[_Prepared, MessageTemplate] | None:
         """Checked options and a message template for plain enqueues, kept per distinct
         options, so a web app enqueueing the same kind of task pays for checks once."""
@@ -336,39 +390,6 @@ class Client:
             p.keys, p.task_id, p.msg, p.now_ns, p.unique_key, opts.unique_ttl, fire
         )
 
-    async def _write_many(
-        self, ready: list[tuple[int, _Prepared]], results: list[EnqueueResult | None]
-    ) -> None:
-        by_queue: dict[str, list[tuple[int, _Prepared]]] = defaultdict(list)
-        singles: list[tuple[int, _Prepared]] = []
-        for index, prepared in ready:
-            (by_queue[prepared.opts.queue] if prepared.plain else singles).append((index, prepared))
-
-        async def write_queue(group: list[tuple[int, _Prepared]]) -> None:
-            for start in range(0, len(group), BATCH_SIZE):
-                chunk = group[start : start + BATCH_SIZE]
-                keys = chunk[0][1].keys
-                items = [(p.task_id, p.msg) for _, p in chunk]
-                try:
-                    codes = await self._broker.enqueue_batch(keys, items, self._clock.time_ns())
-                except Exception as error:
-                    for index, p in chunk:
-                        results[index] = EnqueueResult(task=p.task, error=error)
-                    continue
-                for (index, p), code in zip(chunk, codes, strict=True):
-                    results[index] = self._result(p, code)
-
-        async def write_single(index: int, prepared: _Prepared) -> None:
-            try:
-                results[index] = self._result(prepared, await self._write_one(prepared))
-            except Exception as error:
-                results[index] = EnqueueResult(task=prepared.task, error=error)
-
-        await asyncio.gather(
-            *(write_queue(group) for group in by_queue.values()),
-            *(write_single(index, prepared) for index, prepared in singles),
-        )
-
     def _result(self, prepared: _Prepared, code: int) -> EnqueueResult:
         try:
             return EnqueueResult(task=prepared.task, info=self._outcome(prepared, code))
@@ -402,18 +423,126 @@ class Client:
         )
 
     def _shared_fields(self, p: _Prepared) -> _SharedFields:
-        """The TaskInfo fields that follow from the options alone; the last answer is
-        kept, since a batch asks for the same ones thousands of times."""
-        key = (p.opts, p.process_at, p.state)
-        cached = self._fields_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        """The TaskInfo fields that follow from the options and the time alone. The last
+        answer is kept: a batch, or a web app's plan, asks with the same options object
+        thousands of times, and a batch also with the same time."""
         opts = p.opts
-        fields = (
-            timedelta(seconds=opts.timeout) if opts.timeout else None,
-            _utc(opts.deadline) if opts.deadline else None,
-            None if p.state is TaskState.AGGREGATING else _utc(p.process_at),
-            timedelta(seconds=opts.retention),
-        )
-        self._fields_cache = (key, fields)
-        return fields
+        cached = self._fields_cache
+        if cached is None or cached[0] is not opts:
+            from_options = (
+                timedelta(seconds=opts.timeout) if opts.timeout else None,
+                _utc(opts.deadline) if opts.deadline else None,
+                timedelta(seconds=opts.retention),
+            )
+            cached = self._fields_cache = (opts, from_options, -1.0, None)
+        _, (timeout, deadline, retention), at, next_at = cached
+        if p.state is TaskState.AGGREGATING:
+            next_at = None
+        elif p.process_at != at:
+            next_at = _utc(p.process_at)
+            self._fields_cache = (opts, cached[1], p.process_at, next_at)
+        return timeout, deadline, next_at, retention
+
+
+_NO_OPTIONS: Mapping[str, object] = MappingProxyType({})
+# A plain task in enqueue_many: index, task, id, message, and its _Prepared when it has
+# options of its own (None when it takes the call's options from the template).
+_Entry = tuple[int, Task, str, bytes, "_Prepared | None"]
+
+
+def _checked_item(item: object) -> tuple[Task, Mapping[str, object]]:
+    """An ``enqueue_many`` item as (task, its own options), or a TypeError naming it."""
+    if isinstance(item, Task):
+        return item, _NO_OPTIONS
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], Task)
+        and isinstance(item[1], Mapping)
+    ):
+        return item[0], item[1]
+    raise TypeError(
+        f"enqueue_many takes asyncq.Task items or (Task, options) pairs, got {item!r:.80}"
+    )
+
+
+class _ManyWriter:
+    """Writes ``enqueue_many``'s tasks while the rest are still being prepared.
+
+    Plain tasks go in batches of ``BATCH_SIZE``, one script call each; a queue's batches
+    are sent one after another, so its tasks keep their order, while the next batch is
+    encoded. Other tasks are written one by one, concurrently. Every outcome lands in
+    ``results`` at the task's index.
+    """
+
+    def __init__(
+        self, client: Client, shared: _Prepared, results: list[EnqueueResult | None]
+    ) -> None:
+        self._client = client
+        self._shared = shared
+        self._results = results
+        self._buffers: dict[str, tuple[QueueKeys, list[_Entry]]] = {}
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self.group: asyncio.TaskGroup | None = None
+
+    def put(self, keys: QueueKeys, entry: _Entry) -> bool:
+        """Add a plain task to its queue's next batch; True when that batch is full."""
+        held = self._buffers.get(keys.name)
+        if held is None:
+            held = self._buffers[keys.name] = (keys, [])
+        buffer = held[1]
+        buffer.append(entry)
+        return len(buffer) >= BATCH_SIZE
+
+    async def send(self, keys: QueueKeys) -> None:
+        """Send a queue's batch after its previous one, and let it go out at once: the
+        next batch is encoded while Redis stores this one."""
+        _, batch = self._buffers.pop(keys.name)
+        previous = self._tails.get(keys.name)
+        self._tails[keys.name] = self._spawn(self._send(previous, keys, batch))
+        await asyncio.sleep(0)
+
+    async def flush(self) -> None:
+        """Send what is left in the batches."""
+        for keys, _ in list(self._buffers.values()):
+            await self.send(keys)
+
+    def spawn_single(self, index: int, prepared: _Prepared) -> None:
+        """Write a task that cannot go in a batch (unique, scheduled, grouped) on its own."""
+        self._spawn(self._single(index, prepared))
+
+    async def _send(
+        self, previous: asyncio.Task[None] | None, keys: QueueKeys, batch: list[_Entry]
+    ) -> None:
+        if previous is not None:
+            await previous  # the queue's batches go in order
+        client = self._client
+        entries = [(task_id, msg) for _, _, task_id, msg, _ in batch]
+        try:
+            await client._broker.register_queue(keys.name)
+            codes = await client._broker.enqueue_batch(keys, entries, client._clock.time_ns())
+        except Exception as error:
+            for index, task, _, _, _ in batch:
+                self._results[index] = EnqueueResult(task=task, error=error)
+            return
+        shared, results = self._shared, self._results
+        for (index, task, task_id, _, prepared), code in zip(batch, codes, strict=True):
+            if prepared is not None:
+                results[index] = client._result(prepared, code)
+            else:
+                # A generated id is never taken: ID_CONFLICT means a re-sent call that
+                # had already succeeded, so every code is a success here.
+                describe = partial(client._describe_like, shared, task, task_id, shared.now_ns)
+                results[index] = EnqueueResult._stored(task, describe)
+
+    async def _single(self, index: int, prepared: _Prepared) -> None:
+        client = self._client
+        try:
+            await client._broker.register_queue(prepared.opts.queue)
+            self._results[index] = client._result(prepared, await client._write_one(prepared))
+        except Exception as error:
+            self._results[index] = EnqueueResult(task=prepared.task, error=error)
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> asyncio.Task[None]:
+        assert self.group is not None, "the writer runs inside enqueue_many's TaskGroup"
+        return self.group.create_task(coro)

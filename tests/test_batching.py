@@ -79,6 +79,33 @@ async def test_enqueue_many_writes_large_batches(connector: Connector, queue_nam
     assert await connector.client.llen(key(queue_name, "pending")) == 2500
 
 
+async def test_enqueue_many_keeps_the_order_of_a_queue(
+    connector: Connector, queue_name: str
+) -> None:
+    # More than one batch, and tasks with options of their own among the others.
+    items: list[Task | tuple[Task, dict[str, object]]] = [
+        (Task("n", {"i": i}), {"max_retry": 3}) if i % 7 == 0 else Task("n", {"i": i})
+        for i in range(2500)
+    ]
+    async with Client(connector) as client:
+        results = await client.enqueue_many(items, queue=queue_name)
+    infos = [r.info for r in results]
+    assert all(r.ok for r in results) and all(info is not None for info in infos)
+    pending = await connector.client.lrange(key(queue_name, "pending"), 0, -1)
+    assert [p.decode() for p in reversed(pending)] == [i.id for i in infos]  # type: ignore[union-attr]
+    assert [infos[7].max_retry, infos[8].max_retry] == [3, 25]  # type: ignore[union-attr]
+    assert infos[8].json() == {"i": 8} and infos[8].queue == queue_name  # type: ignore[union-attr]
+
+
+async def test_enqueue_many_refuses_an_item_that_is_not_a_task(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        with pytest.raises(TypeError, match="Task items or"):
+            await client.enqueue_many([Task("a"), "not a task"], queue=queue_name)  # type: ignore[list-item]
+    assert not await connector.client.exists(key(queue_name, "pending"))
+
+
 async def test_concurrent_single_enqueues_share_round_trips(
     standalone_connector: Connector, queue_name: str
 ) -> None:

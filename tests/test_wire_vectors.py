@@ -120,7 +120,9 @@ def test_corrupt_message_raises_a_clear_error() -> None:
         decode_message(b"\xff\xff\xff\xff", where="asynq:{q}:t:x")
 
 
-@pytest.mark.parametrize("payload", [None, b"", b'{"to":1}', bytes(range(256)) * 2])
+@pytest.mark.parametrize(
+    "payload", [None, b"", b'{"to":1}', b"p" * 127, b"p" * 128, bytes(range(256)) * 2]
+)
 @pytest.mark.parametrize("headers", [{}, {"trace": "abc"}, {"k": "v" * 300}])
 @pytest.mark.parametrize(
     "options",
@@ -148,8 +150,11 @@ def test_batch_template_encodes_exactly_like_protobuf(
 def test_generated_ids_are_uuid4() -> None:
     import uuid
 
-    from asyncq._options import new_task_id
+    from asyncq._options import new_task_id, new_task_ids
 
-    ids = {new_task_id() for _ in range(1000)}
-    assert len(ids) == 1000
-    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    ids = {new_task_id() for _ in range(1000)} | set(new_task_ids(1000))
+    assert len(ids) == 2000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) in ids for u in parsed)
+    # All four variant digits occur: the two random bits under the variant are really random.
+    assert {i[19] for i in ids} == set("89ab")

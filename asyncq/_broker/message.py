@@ -71,6 +71,11 @@ def _length_delimited(tag: int, data: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(data)) + data
 
 
+# Field tag and one-byte length of a payload (field 2) or an id (field 3) shorter than 128.
+_PAYLOAD_HEADS = [bytes((0x12, size)) for size in range(128)]
+_ID_HEADS = [bytes((0x1A, size)) for size in range(128)]
+
+
 class MessageTemplate:
     """Encodes many messages that differ only in type, payload, id and headers, fast.
 
@@ -99,11 +104,23 @@ class MessageTemplate:
         head = self._types.get(task_type)
         if head is None:
             head = self._types[task_type] = _length_delimited(0x0A, task_type.encode())
-        parts = [head]
+        ident = task_id.encode()
+        size = len(ident)
+        # Ids are short (36 bytes for a UUID): their tag and length come from a table.
+        ident_head = _ID_HEADS[size] if size < 128 else b"\x1a" + _varint(size)
         if payload:
-            parts.append(_length_delimited(0x12, payload))
-        parts.append(_length_delimited(0x1A, task_id.encode()))
-        parts.append(self._middle)
+            size = len(payload)
+            payload_head = _PAYLOAD_HEADS[size] if size < 128 else b"\x12" + _varint(size)
+            parts: tuple[bytes, ...] = (
+                head,
+                payload_head,
+                payload,
+                ident_head,
+                ident,
+                self._middle,
+            )
+        else:
+            parts = (head, ident_head, ident, self._middle)
         if headers:
-            parts.append(TaskMessage(headers=headers).SerializeToString())
+            parts += (TaskMessage(headers=headers).SerializeToString(),)
         return b"".join(parts)

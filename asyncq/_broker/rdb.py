@@ -7,10 +7,12 @@ a state a Go peer could have produced. Components use the broker, never raw Redi
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
+from asyncq._broker.packing import pack_strings
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.connector import Connector
 from asyncq._options import new_task_id
@@ -49,6 +51,12 @@ def utc_date(unix_seconds: float) -> str:
 def _day_name(day: int) -> str:
     # Called for every acknowledgement: the name changes once a day, so it is cached.
     return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def _ids_and_messages(tasks: list[tuple[str, bytes]]) -> Iterator[bytes]:
+    for task_id, msg in tasks:
+        yield task_id.encode()
+        yield msg
 
 
 class Broker:
@@ -135,11 +143,16 @@ class Broker:
         self, keys: QueueKeys, tasks: list[tuple[str, bytes]], now_ns: int
     ) -> list[int]:
         """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task."""
-        args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup]
-        for task_id, msg in tasks:
-            args += [task_id, msg]
-        codes = await self.connector.run_script(load_script("enqueue_batch"), [keys.pending], args)
-        return [int(code) for code in codes]
+        blob = pack_strings(_ids_and_messages(tasks), 2 * len(tasks))
+        taken = await self.connector.run_script(
+            load_script("enqueue_batch"),
+            [keys.pending],
+            [now_ns, keys.task_prefix, keys.wakeup, blob],
+        )
+        codes = [ENQUEUED] * len(tasks)
+        for position in taken:
+            codes[int(position) - 1] = ID_CONFLICT
+        return codes
 
     # -- the worker's verbs ------------------------------------------------------------------
 

@@ -15,13 +15,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import hiredis
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._broker.scripts import LuaScript
+from asyncq._cluster.links import LinkUnusable, ScriptLinks
 from asyncq._cluster.retry import call_with_retry
 from asyncq.errors import InvalidOptionError
 
@@ -70,6 +73,7 @@ class Connector(ABC):
         # commands in flight are bounded here, below the pool size.
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._users = 0
+        self._links: ScriptLinks | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -105,12 +109,16 @@ class Connector(ABC):
             await client.aclose()
             raise
         self._client = client
+        self._links = self._make_links()
 
     async def aclose(self) -> None:
         """Close the client once its last user is done with it."""
         self._users = max(self._users - 1, 0)
         if self._users == 0 and self._client is not None:
             client, self._client = self._client, None
+            if self._links is not None:
+                self._links.close()
+                self._links = None
             await client.aclose()
 
     async def __aenter__(self) -> Connector:
@@ -174,9 +182,19 @@ class Connector(ABC):
 
         A promoted replica or a restarted server has an empty script cache, so
         NOSCRIPT is expected after a failover; the script is then loaded and run again.
+        The call goes over a lean pipelined link to the node (see ``links``) and falls
+        back to redis-py, which follows failovers and slot moves, when the link cannot
+        carry it.
         """
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
 
         async def op(client: RedisClient) -> Any:
+            links = self._links
+            if links is not None:
+                try:
+                    return await self._run_on_link(links, script, keys[0], command)
+                except LinkUnusable:
+                    pass  # redis-py takes this attempt
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except rx.NoScriptError:
@@ -184,6 +202,34 @@ class Connector(ABC):
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
 
         return await self.call(op)
+
+    async def _run_on_link(
+        self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
+    ) -> Any:
+        address = self.node_of(key)
+        reply = await links.call(address, command)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await links.call(address, ("SCRIPT", "LOAD", script.source))
+            reply = await links.call(address, command)
+        if isinstance(reply, hiredis.ReplyError):
+            # The script ran and failed (or Redis refused it): the same error redis-py
+            # would raise, so callers and the retry policy see one kind of error.
+            raise rx.ResponseError(str(reply))
+        return reply
+
+    def _make_links(self) -> ScriptLinks | None:
+        """Links for script calls, or None where they would not match redis-py's
+        connection (TLS, or a URL with settings the links do not read)."""
+        options = self._options
+        if options.get("ssl"):
+            return None
+        return ScriptLinks(
+            username=options.get("username"),
+            password=options.get("password"),
+            db=int(options.get("db", 0)),
+            connect_timeout=float(options.get("socket_connect_timeout") or 2.0),
+            reply_timeout=float(options.get("socket_timeout") or 5.0),
+        )
 
 
 class RedisConnector(Connector):
@@ -249,6 +295,20 @@ class RedisConnector(Connector):
 
     def node_of(self, key: str) -> str:
         return self.address
+
+    def _make_links(self) -> ScriptLinks | None:
+        # Read what redis-py made of the URL or the arguments: one source of truth.
+        pool = self.client.connection_pool
+        settings = pool.connection_kwargs
+        if pool.connection_class is not Connection:  # TLS, or a unix socket
+            return None
+        return ScriptLinks(
+            username=settings.get("username"),
+            password=settings.get("password"),
+            db=int(settings.get("db") or 0),
+            connect_timeout=float(settings.get("socket_connect_timeout") or 2.0),
+            reply_timeout=float(settings.get("socket_timeout") or 5.0),
+        )
 
     def node_client(self, address: str) -> RedisClient:
         if self._url is None:
