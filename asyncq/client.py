@@ -59,7 +59,7 @@ def _utc(seconds: float) -> datetime:
 class EnqueueResult:
     """One task's outcome in ``enqueue_many``: its ``info``, or the ``error`` that stopped it."""
 
-    __slots__ = ("_describe", "_info", "error", "task")
+    __slots__ = ("_describe", "_info", "_task_id", "error", "task")
 
     def __init__(
         self, task: Task, info: TaskInfo | None = None, error: Exception | None = None
@@ -67,21 +67,26 @@ class EnqueueResult:
         self.task = task
         self.error = error
         self._info = info
-        self._describe: Callable[[], TaskInfo] | None = None
+        self._describe: Callable[[Task, str], TaskInfo] | None = None
+        self._task_id = ""
 
     @classmethod
-    def _stored(cls, task: Task, describe: Callable[[], TaskInfo]) -> EnqueueResult:
+    def _stored(
+        cls, task: Task, task_id: str, describe: Callable[[Task, str], TaskInfo]
+    ) -> EnqueueResult:
         """A stored task whose ``TaskInfo`` is built only if someone asks for it: a batch
-        of thousands is mostly checked with ``ok`` alone."""
+        of thousands is mostly checked with ``ok`` alone. ``describe(task, task_id)``
+        builds it, and is shared by the whole batch."""
         result = cls(task)
         result._describe = describe
+        result._task_id = task_id
         return result
 
     @property
     def info(self) -> TaskInfo | None:
         """What was stored (None when the task was refused)."""
         if self._info is None and self._describe is not None:
-            self._info, self._describe = self._describe(), None
+            self._info, self._describe = self._describe(self.task, self._task_id), None
         return self._info
 
     @property
@@ -168,7 +173,8 @@ class Client:
             prepared = self._like(*plan, task, self._clock.time_ns())
         else:
             prepared = self._prepare(task, options)
-        await self._broker.register_queue(prepared.opts.queue)
+        if not self._broker.queue_registered(prepared.opts.queue):
+            await self._broker.register_queue(prepared.opts.queue)
         if prepared.plain:
             code = await self._batcher(prepared.keys).submit((prepared.task_id, prepared.msg))
         else:
@@ -255,18 +261,19 @@ class Client:
         check_names(options)
         shared = self._prepare(Task("-"), options)  # the call's options, checked once
         template = self._template(shared) if shared.plain and "task_id" not in options else None
-        items = [_checked_item(item) for item in tasks]
+        items = list(tasks)
+        plain_count = sum(map(_takes_call_options, items))  # also refuses what is no task
         results: list[EnqueueResult | None] = [None] * len(items)
         writer = _ManyWriter(self, shared, results)
-        ids = iter(new_task_ids(sum(not own for _, own in items) if template else 0))
+        ids = iter(new_task_ids(plain_count if template else 0))
         async with asyncio.TaskGroup() as group:
             writer.group = group
-            for index, (task, own) in enumerate(items):
+            for index, item in enumerate(items):
+                task, own = (item, _NO_OPTIONS) if isinstance(item, Task) else item
                 if template is not None and not own:
                     task_id = next(ids)
                     msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
-                    entry: _Entry = (index, task, task_id, msg, None)
-                    if writer.put(shared.keys, entry):
+                    if writer.put(shared.keys, index, task, task_id, msg, None):
                         await writer.send(shared.keys)
                     continue
                 try:
@@ -277,8 +284,7 @@ class Client:
                 if not prepared.plain:
                     writer.spawn_single(index, prepared)
                     continue
-                entry = (index, task, prepared.task_id, prepared.msg, prepared)
-                if writer.put(prepared.keys, entry):
+                if writer.put(prepared.keys, index, task, prepared.task_id, prepared.msg, prepared):
                     await writer.send(prepared.keys)
             await writer.flush()
         return [r for r in results if r is not None]
@@ -337,11 +343,11 @@ class Client:
             task_id, True,
         )  # fmt: skip
 
-    def _describe_like(self, shared: _Prepared, task: Task, task_id: str, now_ns: int) -> TaskInfo:
+    def _describe_like(self, shared: _Prepared, task: Task, task_id: str) -> TaskInfo:
         """The TaskInfo of a task stored from ``enqueue_many``'s template path."""
         prepared = _Prepared(
-            task, shared.opts, shared.keys, b"", "", shared.state, now_ns / 1e9, now_ns,
-            task_id, True,
+            task, shared.opts, shared.keys, b"", "", shared.state, shared.process_at,
+            shared.now_ns, task_id, True,
         )  # fmt: skip
         return self._outcome(prepared, ENQUEUED)
 
@@ -351,7 +357,7 @@ class Client:
         if not options.keys().isdisjoint(_PER_CALL_OPTIONS):
             return None
         try:
-            key = tuple(sorted(options.items()))
+            key = tuple(options.items())  # call sites repeat their keyword order
             plan = self._plans.get(key)
         except TypeError:  # an unhashable (so invalid) value: the full check will say why
             return None
@@ -369,7 +375,11 @@ class Client:
         if batcher is None:
 
             async def flush(items: list[tuple[str, bytes]]) -> list[int]:
-                return await self._broker.enqueue_batch(keys, items, self._clock.time_ns())
+                task_ids = [task_id for task_id, _ in items]
+                messages = [msg for _, msg in items]
+                return await self._broker.enqueue_batch(
+                    keys, task_ids, messages, self._clock.time_ns()
+                )
 
             batcher = self._batchers[keys.name] = Coalescer(flush)
         return batcher
@@ -445,25 +455,38 @@ class Client:
 
 
 _NO_OPTIONS: Mapping[str, object] = MappingProxyType({})
-# A plain task in enqueue_many: index, task, id, message, and its _Prepared when it has
-# options of its own (None when it takes the call's options from the template).
-_Entry = tuple[int, Task, str, bytes, "_Prepared | None"]
 
 
-def _checked_item(item: object) -> tuple[Task, Mapping[str, object]]:
-    """An ``enqueue_many`` item as (task, its own options), or a TypeError naming it."""
+def _takes_call_options(item: object) -> bool:
+    """Whether an ``enqueue_many`` item is a bare task (or has no options of its own);
+    raises a TypeError for an item that is neither a Task nor a (Task, options) pair."""
     if isinstance(item, Task):
-        return item, _NO_OPTIONS
+        return True
     if (
         isinstance(item, tuple)
         and len(item) == 2
         and isinstance(item[0], Task)
         and isinstance(item[1], Mapping)
     ):
-        return item[0], item[1]
+        return not item[1]
     raise TypeError(
         f"enqueue_many takes asyncq.Task items or (Task, options) pairs, got {item!r:.80}"
     )
+
+
+class _Batch:
+    """The plain tasks of one queue waiting to be sent, as parallel lists: one list per
+    field rather than a tuple per task keeps the garbage collector out of big batches."""
+
+    __slots__ = ("indexes", "keys", "messages", "prepared", "task_ids", "tasks")
+
+    def __init__(self, keys: QueueKeys) -> None:
+        self.keys = keys
+        self.indexes: list[int] = []
+        self.tasks: list[Task] = []
+        self.task_ids: list[str] = []
+        self.messages: list[bytes] = []
+        self.prepared: list[_Prepared | None] = []
 
 
 class _ManyWriter:
@@ -481,59 +504,72 @@ class _ManyWriter:
         self._client = client
         self._shared = shared
         self._results = results
-        self._buffers: dict[str, tuple[QueueKeys, list[_Entry]]] = {}
+        self._buffers: dict[str, _Batch] = {}
         self._tails: dict[str, asyncio.Task[None]] = {}
+        self._describe = partial(client._describe_like, shared)
         self.group: asyncio.TaskGroup | None = None
 
-    def put(self, keys: QueueKeys, entry: _Entry) -> bool:
-        """Add a plain task to its queue's next batch; True when that batch is full."""
-        held = self._buffers.get(keys.name)
-        if held is None:
-            held = self._buffers[keys.name] = (keys, [])
-        buffer = held[1]
-        buffer.append(entry)
-        return len(buffer) >= BATCH_SIZE
+    def put(
+        self,
+        keys: QueueKeys,
+        index: int,
+        task: Task,
+        task_id: str,
+        msg: bytes,
+        prepared: _Prepared | None,
+    ) -> bool:
+        """Add a plain task to its queue's next batch; True when that batch is full.
+        ``prepared`` is None for a task that takes the call's options."""
+        batch = self._buffers.get(keys.name)
+        if batch is None:
+            batch = self._buffers[keys.name] = _Batch(keys)
+        batch.indexes.append(index)
+        batch.tasks.append(task)
+        batch.task_ids.append(task_id)
+        batch.messages.append(msg)
+        batch.prepared.append(prepared)
+        return len(batch.indexes) >= BATCH_SIZE
 
     async def send(self, keys: QueueKeys) -> None:
         """Send a queue's batch after its previous one, and let it go out at once: the
         next batch is encoded while Redis stores this one."""
-        _, batch = self._buffers.pop(keys.name)
+        batch = self._buffers.pop(keys.name)
         previous = self._tails.get(keys.name)
-        self._tails[keys.name] = self._spawn(self._send(previous, keys, batch))
+        self._tails[keys.name] = self._spawn(self._send(previous, batch))
         await asyncio.sleep(0)
 
     async def flush(self) -> None:
         """Send what is left in the batches."""
-        for keys, _ in list(self._buffers.values()):
-            await self.send(keys)
+        for batch in list(self._buffers.values()):
+            await self.send(batch.keys)
 
     def spawn_single(self, index: int, prepared: _Prepared) -> None:
         """Write a task that cannot go in a batch (unique, scheduled, grouped) on its own."""
         self._spawn(self._single(index, prepared))
 
-    async def _send(
-        self, previous: asyncio.Task[None] | None, keys: QueueKeys, batch: list[_Entry]
-    ) -> None:
+    async def _send(self, previous: asyncio.Task[None] | None, batch: _Batch) -> None:
         if previous is not None:
             await previous  # the queue's batches go in order
-        client = self._client
-        entries = [(task_id, msg) for _, _, task_id, msg, _ in batch]
+        client, results = self._client, self._results
         try:
-            await client._broker.register_queue(keys.name)
-            codes = await client._broker.enqueue_batch(keys, entries, client._clock.time_ns())
+            await client._broker.register_queue(batch.keys.name)
+            codes = await client._broker.enqueue_batch(
+                batch.keys, batch.task_ids, batch.messages, client._clock.time_ns()
+            )
         except Exception as error:
-            for index, task, _, _, _ in batch:
-                self._results[index] = EnqueueResult(task=task, error=error)
+            for index, task in zip(batch.indexes, batch.tasks, strict=True):
+                results[index] = EnqueueResult(task=task, error=error)
             return
-        shared, results = self._shared, self._results
-        for (index, task, task_id, _, prepared), code in zip(batch, codes, strict=True):
+        describe = self._describe
+        for position, index in enumerate(batch.indexes):
+            prepared = batch.prepared[position]
             if prepared is not None:
-                results[index] = client._result(prepared, code)
+                results[index] = client._result(prepared, codes[position])
             else:
                 # A generated id is never taken: ID_CONFLICT means a re-sent call that
                 # had already succeeded, so every code is a success here.
-                describe = partial(client._describe_like, shared, task, task_id, shared.now_ns)
-                results[index] = EnqueueResult._stored(task, describe)
+                task = batch.tasks[position]
+                results[index] = EnqueueResult._stored(task, batch.task_ids[position], describe)
 
     async def _single(self, index: int, prepared: _Prepared) -> None:
         client = self._client

@@ -108,19 +108,14 @@ class MessageTemplate:
         size = len(ident)
         # Ids are short (36 bytes for a UUID): their tag and length come from a table.
         ident_head = _ID_HEADS[size] if size < 128 else b"\x1a" + _varint(size)
-        if payload:
-            size = len(payload)
-            payload_head = _PAYLOAD_HEADS[size] if size < 128 else b"\x12" + _varint(size)
-            parts: tuple[bytes, ...] = (
-                head,
-                payload_head,
-                payload,
-                ident_head,
-                ident,
-                self._middle,
-            )
-        else:
-            parts = (head, ident_head, ident, self._middle)
+        tail = ident_head + ident + self._middle
         if headers:
-            parts += (TaskMessage(headers=headers).SerializeToString(),)
-        return b"".join(parts)
+            tail += TaskMessage(headers=headers).SerializeToString()
+        if not payload:
+            return head + tail
+        size = len(payload)
+        if size < 128:
+            # Small messages are concatenated: no tuple for a join to build (and for the
+            # garbage collector to count) per message.
+            return head + _PAYLOAD_HEADS[size] + payload + tail
+        return b"".join((head, b"\x12", _varint(size), payload, tail))

@@ -10,9 +10,9 @@ types.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
-__all__ = ["pack_strings"]
+__all__ = ["pack_pairs"]
 
 _STR16, _STR32, _ARRAY32 = b"\xda", b"\xdb", b"\xdd"
 
@@ -24,10 +24,14 @@ def _frame(data: bytes) -> bytes:
     return _STR32 + size.to_bytes(4, "big") + data
 
 
-def pack_strings(items: Iterable[bytes], count: int) -> bytes:
-    """A MessagePack array of ``count`` byte strings, in order, for ``cmsgpack.unpack``."""
-    parts = [_ARRAY32 + count.to_bytes(4, "big")]
-    parts.extend(map(_frame, items))
-    if len(parts) != count + 1:
-        raise ValueError(f"pack_strings: expected {count} items, got {len(parts) - 1}")
+def pack_pairs(firsts: Sequence[bytes], seconds: Sequence[bytes]) -> bytes:
+    """A MessagePack array ``[firsts[0], seconds[0], firsts[1], seconds[1], ...]`` of byte
+    strings, for ``cmsgpack.unpack``."""
+    if len(firsts) != len(seconds):
+        raise ValueError(f"pack_pairs: {len(firsts)} firsts but {len(seconds)} seconds")
+    parts = [_ARRAY32 + (2 * len(firsts)).to_bytes(4, "big")]
+    append = parts.append
+    for first, second in zip(firsts, seconds, strict=True):
+        append(_frame(first))
+        append(_frame(second))
     return b"".join(parts)

@@ -7,12 +7,11 @@ a state a Go peer could have produced. Components use the broker, never raw Redi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
-from asyncq._broker.packing import pack_strings
+from asyncq._broker.packing import pack_pairs
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.connector import Connector
 from asyncq._options import new_task_id
@@ -53,12 +52,6 @@ def _day_name(day: int) -> str:
     return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
 
 
-def _ids_and_messages(tasks: list[tuple[str, bytes]]) -> Iterator[bytes]:
-    for task_id, msg in tasks:
-        yield task_id.encode()
-        yield msg
-
-
 class Broker:
     """asynq's storage verbs over a connector (cluster or single Redis)."""
 
@@ -75,13 +68,18 @@ class Broker:
             keys = self._keys[queue] = QueueKeys(queue)
         return keys
 
+    def queue_registered(self, queue: str) -> bool:
+        """Whether this client added ``queue`` to ``asynq:queues`` within the last minute
+        (a check without a coroutine, for the enqueue hot path)."""
+        since = time.monotonic() - self._registered.get(queue, -QUEUE_REGISTRATION_TTL)
+        return since < QUEUE_REGISTRATION_TTL
+
     async def register_queue(self, queue: str) -> None:
         """``SADD asynq:queues <queue>``, sent at most once a minute per queue and client."""
-        now = time.monotonic()
-        if now - self._registered.get(queue, -QUEUE_REGISTRATION_TTL) < QUEUE_REGISTRATION_TTL:
+        if self.queue_registered(queue):
             return
         await self.connector.execute("SADD", ALL_QUEUES, queue)
-        self._registered[queue] = now
+        self._registered[queue] = time.monotonic()
 
     async def enqueue(
         self,
@@ -140,16 +138,16 @@ class Broker:
         return int(await self.connector.run_script(load_script("add_to_group"), script_keys, args))
 
     async def enqueue_batch(
-        self, keys: QueueKeys, tasks: list[tuple[str, bytes]], now_ns: int
+        self, keys: QueueKeys, task_ids: list[str], messages: list[bytes], now_ns: int
     ) -> list[int]:
         """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task."""
-        blob = pack_strings(_ids_and_messages(tasks), 2 * len(tasks))
+        blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         taken = await self.connector.run_script(
             load_script("enqueue_batch"),
             [keys.pending],
             [now_ns, keys.task_prefix, keys.wakeup, blob],
         )
-        codes = [ENQUEUED] * len(tasks)
+        codes = [ENQUEUED] * len(task_ids)
         for position in taken:
             codes[int(position) - 1] = ID_CONFLICT
         return codes
