@@ -16,6 +16,10 @@ Handler = Callable[[Task], Awaitable[None]]
 Middleware = Callable[[Handler], Handler]
 """Wraps a handler into another (logging, metrics, tracing, ...)."""
 
+# Task types whose handler is remembered; a worker seeing more (prefix patterns allow
+# any number) starts over rather than grow without bound.
+MAX_CACHED_TYPES = 1024
+
 
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` gives an awaitable: an ``async def`` or an object with one."""
@@ -48,6 +52,7 @@ class ServeMux:
         self._handlers: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []
         self._wrapped: dict[str, Handler] = {}
+        self._by_type: dict[str, Handler] = {}  # task type -> its wrapped handler
         self._by_length: list[str] = []
 
     def handle(self, pattern: str, handler: Handler) -> None:
@@ -66,6 +71,7 @@ class ServeMux:
         # Longest first; sorted() is stable, so equal lengths keep registration order.
         self._by_length = sorted(self._handlers, key=len, reverse=True)
         self._wrapped.clear()
+        self._by_type.clear()
 
     def handler(self, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator form of ``handle``: ``@mux.handler("email:send")``."""
@@ -83,6 +89,7 @@ class ServeMux:
                 raise TypeError(f"middleware must be callable, got {mw!r}")
             self._middleware.append(mw)
         self._wrapped.clear()
+        self._by_type.clear()
 
     @property
     def patterns(self) -> list[str]:
@@ -99,16 +106,24 @@ class ServeMux:
         return None
 
     def resolve(self, task_type: str) -> Handler:
-        """The handler for ``task_type``, wrapped in the middleware (built once, then cached)."""
-        pattern = self.match(task_type)
-        key = pattern if pattern is not None else ""
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._handlers[pattern] if pattern is not None else _not_found
-            for mw in reversed(self._middleware):
-                wrapped = mw(wrapped)
-            self._wrapped[key] = wrapped
-        return wrapped
+        """The handler for ``task_type``, wrapped in the middleware (built once, then cached).
+
+        Called for every task a worker runs, so the answer is also remembered per type.
+        """
+        handler = self._by_type.get(task_type)
+        if handler is None:
+            pattern = self.match(task_type)
+            key = pattern if pattern is not None else ""
+            handler = self._wrapped.get(key)
+            if handler is None:
+                handler = self._handlers[pattern] if pattern is not None else _not_found
+                for mw in reversed(self._middleware):
+                    handler = mw(handler)
+                self._wrapped[key] = handler
+            if len(self._by_type) >= MAX_CACHED_TYPES:
+                self._by_type.clear()
+            self._by_type[task_type] = handler
+        return handler
 
     async def __call__(self, task: Task) -> None:
         """Process ``task`` with the matching handler (a ServeMux is itself a handler)."""

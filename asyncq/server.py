@@ -276,7 +276,7 @@ class Server:
 
     async def _serve(self, handler: Handler) -> None:
         config = self.config
-        finisher = Finisher(self.broker, config)
+        finisher = Finisher(self.broker, config, self._jobs)
         dispatcher = Dispatcher(self.broker, self.router, handler, config, self._jobs, finisher)
         heartbeater = Heartbeater(self.broker, self.router, config, self._jobs, self.identity)
         recoverer = Recoverer(self.broker, self.router, config, finisher)
@@ -293,6 +293,7 @@ class Server:
             components.append(Aggregator(self.broker, self.router, config, config.group_aggregator))
         self._dispatcher, self._heartbeater, self._components = dispatcher, heartbeater, components
         async with asyncio.TaskGroup() as group:
+            finisher.start(group)
             heartbeater.start(group)
             for component in components:
                 component.start(group)

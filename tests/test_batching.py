@@ -22,8 +22,8 @@ from asyncq import (
 )
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, eventually
-from tests.worker_helpers import counter, key, running_server
+from asyncq.testing import LocalRedisCluster, ManualClock, eventually
+from tests.worker_helpers import counter, key, running_server, task_state
 
 
 async def test_enqueue_many_reports_each_outcome(connector: Connector, queue_name: str) -> None:
@@ -191,6 +191,27 @@ async def test_worker_acknowledges_in_groups(
     assert handled == 400
     # asynq makes two script calls per task (dequeue, done); grouping makes far fewer.
     assert calls < 400, f"{calls} script calls for 400 tasks"
+
+
+async def test_a_success_past_its_lease_is_left_to_the_recoverer(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Acknowledgements go out after the handler's task has ended: one whose lease ran
+    out meanwhile writes nothing, and the job still leaves the book."""
+    clock = ManualClock()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        clock.advance(3600)  # the lease (30 s) is long gone when the success is written
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("t"), queue=queue_name)
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock) as server:
+        await eventually(lambda: "lease ran out" in caplog.text, what="the ack to give up")
+        await eventually(lambda: server.running_tasks == 0, what="the job to leave the book")
+        # Not deleted as done: still active, or already taken back by the recoverer.
+        assert await task_state(connector, queue_name, info.id) in ("active", "retry")
 
 
 async def test_idle_worker_is_woken_by_an_enqueue(connector: Connector, queue_name: str) -> None:

@@ -394,3 +394,14 @@ async def test_the_handler_receives_the_task_object_itself() -> None:
     await mux(task)
     assert received == [task] and received[0] is task
     assert received[0].json() == {"to": 1} and received[0].headers == {"trace": "abc"}
+
+
+def test_the_per_type_cache_stays_bounded_and_right() -> None:
+    from asyncq.servemux import MAX_CACHED_TYPES
+
+    mux = mux_with([], "email", "sms")
+    email = mux.resolve("email")
+    for i in range(MAX_CACHED_TYPES * 2):  # a prefix pattern allows any number of types
+        assert mux.resolve(f"email:{i}") is email
+    assert len(mux._by_type) <= MAX_CACHED_TYPES
+    assert mux.resolve("sms:1") is mux.resolve("sms")

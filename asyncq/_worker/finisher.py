@@ -5,6 +5,10 @@ with retention); a failure retries with backoff until retries are used up, then
 archives; ``SkipRetry`` archives at once; ``RevokeTask`` drops the task. A write
 that fails is tried again until the task's lease runs out (asynq's syncer); after
 that the recoverer owns the task and this worker writes nothing.
+
+Plain successes, nearly all the writes of a busy worker, are acknowledged in groups
+per queue by a sender task, and no handler's task waits for its own: the job leaves
+the book once its group is written (or given up), so a shutdown still waits for it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from redis.exceptions import RedisError
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
-from asyncq._coalesce import Coalescer
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq._worker.config import ServerConfig, default_retry_delay
-from asyncq._worker.jobs import Job
+from asyncq._worker.jobs import Job, JobBook
 from asyncq.errors import ConnectionFailedError, RevokeTask, SkipRetry
 from asyncq.task import Task
 
 __all__ = ["Finisher", "error_text", "failed_message"]
+
+MAX_ACK_GROUP = 512  # successes acknowledged by one script call at most
+FIRST_RETRY_DELAY = 0.05  # a failed write is tried again after this, doubling...
+MAX_RETRY_DELAY = 1.0  # ... up to this
 
 
 def error_text(error: BaseException) -> str:
@@ -48,44 +55,116 @@ def failed_message(msg: TaskMessage, error: BaseException, now: float, *, count:
 class Finisher:
     """Routes a handler's outcome to the broker verb asynq would use."""
 
-    def __init__(self, broker: Broker, config: ServerConfig) -> None:
+    def __init__(self, broker: Broker, config: ServerConfig, jobs: JobBook) -> None:
         self.broker = broker
         self.config = config
         self.clock = config.clock
         self.logger = config.logger
-        self._ack_groups: dict[str, Coalescer[tuple[str, str], bool]] = {}
+        self.jobs = jobs  # acknowledged jobs leave it once written
+        self._acks: dict[str, _Acks] = {}
+        self._group: asyncio.TaskGroup | None = None
 
-    def _acks(self, keys: QueueKeys) -> Coalescer[tuple[str, str], bool]:
-        """Successes of one queue, acknowledged in groups: one script call for all the
-        tasks that finished while the previous group was on its way."""
-        acks = self._ack_groups.get(keys.name)
-        if acks is None:
-
-            async def flush(tasks: list[tuple[str, str]]) -> list[bool]:
-                return await self.broker.done_many(keys, tasks, self.clock.time())
-
-            acks = self._ack_groups[keys.name] = Coalescer(flush)
-        return acks
+    def start(self, group: asyncio.TaskGroup) -> None:
+        """Run the senders of grouped acknowledgements as children of ``group``."""
+        self._group = group
 
     async def succeed(self, job: Job) -> None:
-        """The handler returned: delete the task, or keep it as completed with retention."""
+        """The handler returned: keep the task as completed, as its retention asks.
+
+        A task without retention goes through ``acknowledge`` instead."""
         msg, keys = job.msg, job.keys
-        if msg.retention > 0:
 
-            async def complete() -> bool:
-                now = self.clock.time()
-                done = TaskMessage()
-                done.CopyFrom(msg)
-                done.completed_at = int(now)
-                expiry = int(now) + msg.retention
-                return await self.broker.mark_as_complete(
-                    keys, msg.id, done.SerializeToString(), msg.unique_key, now, expiry
+        async def complete() -> bool:
+            now = self.clock.time()
+            done = TaskMessage()
+            done.CopyFrom(msg)
+            done.completed_at = int(now)
+            expiry = int(now) + msg.retention
+            return await self.broker.mark_as_complete(
+                keys, msg.id, done.SerializeToString(), msg.unique_key, now, expiry
+            )
+
+        await self._write(job, "completed", complete)
+
+    def acknowledge(self, job: Job) -> None:
+        """The handler returned and the task is not kept: delete it (asynq's Done) in a
+        group with the other successes of its queue. Nothing waits for the write: the
+        job leaves the book once it is written, or once its lease has run out."""
+        acks = self._acks.get(job.keys.name)
+        if acks is None:
+            acks = self._acks[job.keys.name] = _Acks(job.keys)
+        acks.waiting.append(job)
+        if acks.sender is None:
+            # One sender per queue, started by the first success when none runs: the
+            # successes that come while its call is on its way make the next group.
+            assert self._group is not None, "the finisher was not started"
+            sender = self._send_acks(acks)
+            try:
+                acks.sender = self._group.create_task(sender, name=f"asyncq-acks-{job.keys.name}")
+            except RuntimeError:  # the server is being torn down: the leases run out
+                sender.close()
+                self._give_up(acks.waiting, "the server is stopping")
+                acks.waiting.clear()
+
+    async def _send_acks(self, acks: _Acks) -> None:
+        """Send the waiting successes of one queue in groups until none is left."""
+        delay = FIRST_RETRY_DELAY
+        group: list[Job] = []
+        try:
+            while acks.waiting:
+                group = acks.waiting[:MAX_ACK_GROUP]
+                del acks.waiting[:MAX_ACK_GROUP]
+                again = await self._ack_group(acks.keys, group)
+                group = []
+                if again:
+                    acks.waiting[:0] = again
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+                else:
+                    delay = FIRST_RETRY_DELAY
+        finally:
+            acks.sender = None
+            if group or acks.waiting:  # cancelled with the server: nothing more is written
+                self._give_up(group + acks.waiting, "the server stopped")
+                acks.waiting.clear()
+
+    async def _ack_group(self, keys: QueueKeys, group: list[Job]) -> list[Job]:
+        """Acknowledge ``group``; returns the jobs to try again (the write failed)."""
+        now = self.clock.time()
+        live = [job for job in group if job.lease_valid(now)]
+        if len(live) < len(group):
+            self._give_up([job for job in group if job not in live], "its lease ran out")
+        if not live:
+            return []
+        try:
+            written = await self.broker.done_many(
+                keys, [(job.id, job.msg.unique_key) for job in live], now
+            )
+        except (ConnectionFailedError, RedisError, OSError) as error:
+            self.logger.warning("could not mark task %s done (%s); retrying", _ids(live), error)
+            return live
+        except Exception:
+            # A bug or an unexpected reply: leave the tasks to the recoverer rather than
+            # let them bring the whole server down.
+            self.logger.exception("could not record the outcome of task %s", _ids(live))
+            written = [True] * len(live)
+        for job, done in zip(live, written, strict=True):
+            if not done:
+                self.logger.warning(
+                    "task %s was no longer held by this worker when it was to be marked done",
+                    job.id,
                 )
+            self.jobs.remove(job)
+        return []
 
-            await self._write(job, "completed", complete)
-        else:
-            acks = self._acks(keys)
-            await self._write(job, "done", lambda: acks.submit((msg.id, msg.unique_key)))
+    def _give_up(self, jobs: list[Job], why: str) -> None:
+        for job in jobs:
+            self.logger.warning(
+                "task %s could not be marked done (%s); the recoverer will take it back",
+                job.id,
+                why,
+            )
+            self.jobs.remove(job)
 
     async def fail(self, job: Job, error: BaseException) -> None:
         """The handler raised (or timed out): retry, archive or drop, as asynq decides."""
@@ -181,7 +260,7 @@ class Finisher:
 
     async def _write(self, job: Job | None, what: str, op: Callable[[], Awaitable[bool]]) -> bool:
         """Run ``op`` until it succeeds or the job's lease runs out."""
-        delay = 0.05
+        delay = FIRST_RETRY_DELAY
         while True:
             if job is not None and not job.lease_valid(self.clock.time()):
                 self.logger.warning(
@@ -198,7 +277,7 @@ class Finisher:
                     raise
                 self.logger.warning("could not mark task %s %s (%s); retrying", job.id, what, error)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
             if not written:
                 self.logger.warning(
@@ -207,3 +286,20 @@ class Finisher:
                     what,
                 )
             return written
+
+
+def _ids(jobs: list[Job], shown: int = 3) -> str:
+    """The ids of a group of jobs for a log line: the first few, and how many more."""
+    text = ", ".join(job.id for job in jobs[:shown])
+    return f"{text} and {len(jobs) - shown} more" if len(jobs) > shown else text
+
+
+class _Acks:
+    """The successes of one queue waiting to be acknowledged, and the task sending them."""
+
+    __slots__ = ("keys", "sender", "waiting")
+
+    def __init__(self, keys: QueueKeys) -> None:
+        self.keys = keys
+        self.waiting: list[Job] = []
+        self.sender: asyncio.Task[None] | None = None

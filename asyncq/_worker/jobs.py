@@ -21,12 +21,14 @@ class StopReason(enum.Enum):
     LEASE_LOST = "lease lost"  # write nothing: the recoverer owns the task now
     ABANDONED = "abandoned"  # ignored cancellation at shutdown: write nothing, lease runs out
     CANCELED = "canceled"  # cancelled on request: a failure, retried as asynq does
+    DEADLINE = "deadline exceeded"  # ran past its deadline: a failure, retried as asynq does
 
 
 @dataclass(eq=False, slots=True)
 class Job:
     """One task being processed by this worker, with its lease and deadline."""
 
+    id: str  # the task id (msg.id), read several times per task: kept as a plain field
     keys: QueueKeys
     msg: TaskMessage
     task: Task
@@ -36,10 +38,9 @@ class Job:
     runner: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     in_handler: bool = field(default=True)
-
-    @property
-    def id(self) -> str:
-        return self.msg.id
+    # The deadline on the event loop's clock, and its timer once it is near (see Deadlines).
+    due: float = 0.0
+    timer: asyncio.TimerHandle | None = None
 
     def lease_valid(self, now: float) -> bool:
         """Whether this worker may still write the task's final state."""
