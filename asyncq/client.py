@@ -531,12 +531,15 @@ class _ManyWriter:
         return len(batch.indexes) >= BATCH_SIZE
 
     async def send(self, keys: QueueKeys) -> None:
-        """Send a queue's batch after its previous one, and let it go out at once: the
-        next batch is encoded while Redis stores this one."""
+        """Send a queue's batch once its previous one is stored, so the queue keeps its
+        order, and let it go out at once: the next batch is encoded while Redis stores
+        this one. (Redis is the faster of the two, so the wait is rarely a wait.)"""
         batch = self._buffers.pop(keys.name)
         previous = self._tails.get(keys.name)
-        self._tails[keys.name] = self._spawn(self._send(previous, batch))
-        await asyncio.sleep(0)
+        if previous is not None:
+            await previous
+        self._tails[keys.name] = self._spawn(self._send(batch))
+        await asyncio.sleep(0)  # the send runs up to its write before encoding goes on
 
     async def flush(self) -> None:
         """Send what is left in the batches."""
@@ -547,9 +550,7 @@ class _ManyWriter:
         """Write a task that cannot go in a batch (unique, scheduled, grouped) on its own."""
         self._spawn(self._single(index, prepared))
 
-    async def _send(self, previous: asyncio.Task[None] | None, batch: _Batch) -> None:
-        if previous is not None:
-            await previous  # the queue's batches go in order
+    async def _send(self, batch: _Batch) -> None:
         client, results = self._client, self._results
         try:
             await client._broker.register_queue(batch.keys.name)
