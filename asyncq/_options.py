@@ -76,17 +76,18 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 def new_task_id() -> str:
     """A random UUID4 in its usual text form (asynq's default task id), made quickly."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    return _uuid4_text(os.urandom(16).hex())
 
 
 def new_task_ids(count: int) -> list[str]:
     """``count`` random UUID4s in text form, from one read of the system's randomness."""
     digits = os.urandom(16 * count).hex()
-    return [
-        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-        for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
-    ]
+    return [_uuid4_text(digits[i : i + 32]) for i in range(0, 32 * count, 32)]
+
+
+def _uuid4_text(h: str) -> str:
+    """32 random hex digits as a UUID4: the version digit set to 4, the variant to 10xx."""
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def _seconds(name: str, value: object, *, minimum: float) -> float:

@@ -120,6 +120,14 @@ class _Prepared:
         return self.state is TaskState.PENDING and not self.unique_key
 
 
+def _plain_like(shared: _Prepared, task: Task, task_id: str, msg: bytes, now_ns: int) -> _Prepared:
+    """A plain task with the options of ``shared``, its own id, message and time."""
+    return _Prepared(
+        task, shared.opts, shared.keys, msg, "", shared.state, now_ns / 1e9, now_ns, task_id,
+        True,
+    )  # fmt: skip
+
+
 class Client:
     """Enqueues tasks. Use as ``async with Client(connector) as client:``.
 
@@ -338,18 +346,11 @@ class Client:
             raise TypeError(f"expected an asyncq.Task, got {type(task).__name__}")
         task_id = new_task_id()
         msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
-        return _Prepared(
-            task, shared.opts, shared.keys, msg, "", shared.state, now_ns / 1e9, now_ns,
-            task_id, True,
-        )  # fmt: skip
+        return _plain_like(shared, task, task_id, msg, now_ns)
 
     def _describe_like(self, shared: _Prepared, task: Task, task_id: str) -> TaskInfo:
         """The TaskInfo of a task stored from ``enqueue_many``'s template path."""
-        prepared = _Prepared(
-            task, shared.opts, shared.keys, b"", "", shared.state, shared.process_at,
-            shared.now_ns, task_id, True,
-        )  # fmt: skip
-        return self._outcome(prepared, ENQUEUED)
+        return self._outcome(_plain_like(shared, task, task_id, b"", shared.now_ns), ENQUEUED)
 
     def _plan(self, options: Mapping[str, object]) -> tuple[_Prepared, MessageTemplate] | None:
         """Checked options and a message template for plain enqueues, kept per distinct

@@ -27,8 +27,6 @@ def _frame(data: bytes) -> bytes:
 def pack_pairs(firsts: Sequence[bytes], seconds: Sequence[bytes]) -> bytes:
     """A MessagePack array ``[firsts[0], seconds[0], firsts[1], seconds[1], ...]`` of byte
     strings, for ``cmsgpack.unpack``."""
-    if len(firsts) != len(seconds):
-        raise ValueError(f"pack_pairs: {len(firsts)} firsts but {len(seconds)} seconds")
     parts = [_ARRAY32 + (2 * len(firsts)).to_bytes(4, "big")]
     append = parts.append
     for first, second in zip(firsts, seconds, strict=True):

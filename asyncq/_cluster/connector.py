@@ -223,13 +223,7 @@ class Connector(ABC):
         options = self._options
         if options.get("ssl"):
             return None
-        return ScriptLinks(
-            username=options.get("username"),
-            password=options.get("password"),
-            db=int(options.get("db", 0)),
-            connect_timeout=float(options.get("socket_connect_timeout") or 2.0),
-            reply_timeout=float(options.get("socket_timeout") or 5.0),
-        )
+        return ScriptLinks.from_settings(options)
 
 
 class RedisConnector(Connector):
@@ -302,13 +296,7 @@ class RedisConnector(Connector):
         settings = pool.connection_kwargs
         if pool.connection_class is not Connection:  # TLS, or a unix socket
             return None
-        return ScriptLinks(
-            username=settings.get("username"),
-            password=settings.get("password"),
-            db=int(settings.get("db") or 0),
-            connect_timeout=float(settings.get("socket_connect_timeout") or 2.0),
-            reply_timeout=float(settings.get("socket_timeout") or 5.0),
-        )
+        return ScriptLinks.from_settings(settings)
 
     def node_client(self, address: str) -> RedisClient:
         if self._url is None:

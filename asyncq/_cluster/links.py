@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -135,6 +135,18 @@ class ScriptLinks:
         self._reply_timeout = reply_timeout
         self._links: dict[str, ScriptLink] = {}
         self._opening: dict[str, asyncio.Task[ScriptLink]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ScriptLinks:
+        """Links that connect as a redis-py client with these keyword arguments would
+        (credentials, database, timeouts)."""
+        return cls(
+            username=settings.get("username"),
+            password=settings.get("password"),
+            db=int(settings.get("db") or 0),
+            connect_timeout=float(settings.get("socket_connect_timeout") or 2.0),
+            reply_timeout=float(settings.get("socket_timeout") or 5.0),
+        )
 
     async def call(self, address: str, args: Sequence[EncodableT]) -> Any:
         """Run one command on the node at ``address``; raises ``LinkUnusable`` when the
