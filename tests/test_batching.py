@@ -145,6 +145,42 @@ async def test_batched_dequeue_stores_what_single_dequeues_would(
         assert fields[b"state"] == b"active" and b"pending_since" not in fields
 
 
+async def test_batched_dequeue_leaves_the_rest_and_drops_lost_tasks(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        for i in range(6):
+            await client.enqueue(Task("t", {"i": i}), queue=queue_name, task_id=f"id-{i}")
+    await connector.client.delete(key(queue_name, "t:id-1"))  # a task whose hash is gone
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    expiry = int(time.time()) + 30
+    assert await broker.dequeue(keys, 0, expiry) == []  # asks for nothing, takes nothing
+    taken = await broker.dequeue(keys, 3, expiry)
+    assert [task_id for task_id, _ in taken] == ["id-0", "id-2"]
+    pending = await connector.client.lrange(key(queue_name, "pending"), 0, -1)
+    assert [p.decode() for p in pending] == ["id-5", "id-4", "id-3"]
+    active = await connector.client.lrange(key(queue_name, "active"), 0, -1)
+    assert [a.decode() for a in active] == ["id-2", "id-0"]
+    assert await connector.client.zcard(key(queue_name, "lease")) == 2
+    rest = await broker.dequeue(keys, 10, expiry)
+    assert [task_id for task_id, _ in rest] == ["id-3", "id-4", "id-5"]
+    assert not await connector.client.exists(key(queue_name, "pending"))
+
+
+async def test_grouped_ack_of_an_id_listed_twice_counts_it_once(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        await client.enqueue(Task("t"), queue=queue_name, task_id="twice")
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    await broker.dequeue(keys, 1, int(time.time()) + 30)
+    done = await broker.done_many(keys, [("twice", ""), ("twice", "")], time.time())
+    assert done == [True, False]
+    assert await counter(connector, key(queue_name, "processed")) == 1
+
+
 async def test_grouped_acks_store_what_single_acks_would(
     connector: Connector, queue_name: str
 ) -> None:

@@ -57,7 +57,9 @@ def test_body_uses_only_declared_keys(name: str) -> None:
             continue
         if re.fullmatch(r"KEYS\[[a-z]\w*\]", arg):
             continue  # a loop over declared KEYS, which all share the tag
-        # Any other key expression must be built from a declared derived-key prefix.
+        # Any other key expression must be built from a declared derived-key prefix;
+        # unpack(list, ...) passes keys that were appended to a list.
+        arg = arg.removeprefix("unpack(")
         assert any(src in arg or arg in _locals_built_from(body, src) for src in derived_sources), (
             f"{name}.lua calls {command} on {arg!r}, which is neither KEYS[n] nor a declared "
             "derived key"
@@ -69,6 +71,12 @@ def test_body_uses_only_declared_keys(name: str) -> None:
 
 
 def _locals_built_from(body: str, source: str) -> set[str]:
-    """Names of Lua locals assigned from an expression that contains ``source``."""
-    pattern = re.compile(r"local\s+(\w+)\s*=\s*([^\n]+)")
-    return {m.group(1) for m in pattern.finditer(body) if source in m.group(2)}
+    """Names of Lua locals, or lists' items, assigned from an expression with ``source``."""
+    local = re.compile(r"local\s+(\w+)\s*=\s*([^\n]+)")
+    item = re.compile(r"(\w+)\[[^\]\n]*\]\s*=\s*([^\n]+)")
+    return {
+        m.group(1)
+        for pattern in (local, item)
+        for m in pattern.finditer(body)
+        if source in m.group(2)
+    }

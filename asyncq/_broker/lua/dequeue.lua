@@ -1,7 +1,8 @@
 -- dequeue: move up to ARGV[3] tasks from pending to active, each with a lease.
 -- Semantics of asynq's dequeueCmd, repeated for a batch in one call; the stored
--- state afterwards is the same as after as many single dequeues. An id whose task
--- hash is missing is dropped from active and lease instead of being returned.
+-- state afterwards is the same as after as many single dequeues, but the list and
+-- lease commands run once per batch rather than once per task. An id whose task
+-- hash is missing is dropped (it never reaches active) instead of being returned.
 -- Each call records the ids it took under a token for a short while: a call re-sent
 -- after a lost reply (a timeout, a failover) gets the same tasks back instead of
 -- taking more and leaving the first ones leased to nobody.
@@ -36,25 +37,44 @@ end
 if redis.call("EXISTS", KEYS[2]) == 1 then
   return {}
 end
-for _ = 1, tonumber(ARGV[3]) do
-  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
-  if not id then
-    break
-  end
+local wanted = tonumber(ARGV[3])
+if wanted < 1 then
+  return {}
+end
+-- The oldest tasks sit at the right end of pending: take up to `wanted` of them at
+-- once, oldest first, which is the order single RPOPLPUSHes would take them in.
+local popped = redis.call("LRANGE", KEYS[1], -wanted, -1)
+if #popped == 0 then
+  return {}
+end
+redis.call("LTRIM", KEYS[1], 0, -(#popped + 1))
+local taken = {}
+local leases = {}
+for i = #popped, 1, -1 do
+  local id = popped[i]
   local key = ARGV[2] .. id
   local msg = redis.call("HGET", key, "msg")
+  -- An id whose task hash is gone is dropped, as asynq's dequeue drops it from active.
   if msg then
     redis.call("HSET", key, "state", "active")
     redis.call("HDEL", key, "pending_since")
-    redis.call("ZADD", KEYS[4], ARGV[1], id)
+    taken[#taken + 1] = id
+    leases[#leases + 1] = ARGV[1]
+    leases[#leases + 1] = id
     out[#out + 1] = id
     out[#out + 1] = msg
-    redis.call("RPUSH", KEYS[5], id)
-  else
-    redis.call("LREM", KEYS[3], 1, id)
   end
 end
-if #out > 0 then
+-- One command per kind for the whole batch, in slices, since unpack() is bounded by
+-- Lua's C stack. LPUSH of the ids in the order taken leaves active as one
+-- RPOPLPUSH per task would.
+for first = 1, #taken, 1000 do
+  local last = math.min(first + 999, #taken)
+  redis.call("LPUSH", KEYS[3], unpack(taken, first, last))
+  redis.call("ZADD", KEYS[4], unpack(leases, 2 * first - 1, 2 * last))
+  redis.call("RPUSH", KEYS[5], unpack(taken, first, last))
+end
+if #taken > 0 then
   redis.call("EXPIRE", KEYS[5], ARGV[4])
 end
 return out

@@ -14,24 +14,47 @@
 -- DERIVED = ARGV[3] .. id -> asynq:{q}:t:<id>; ARGV[4] .. suffix -> asynq:{q}:unique:<type>:<md5>
 -- RETURNS = one code per task, in order: 1 done, 0 it held no lease (nothing changed)
 local codes = {}
-local count = 0
+local done = {}
+local task_keys = {}
+local ids = {}
 for i = 5, #ARGV, 2 do
-  local id = ARGV[i]
-  if redis.call("ZSCORE", KEYS[2], id) then
+  ids[#ids + 1] = ARGV[i]
+end
+-- One ZMSCORE checks every lease; the list is walked per task (LREM), and the lease
+-- and task keys go with one ZREM and one DEL per thousand tasks.
+local leases = {}
+for first = 1, #ids, 1000 do
+  local scores = redis.call("ZMSCORE", KEYS[2], unpack(ids, first, math.min(first + 999, #ids)))
+  for j = 1, #scores do
+    leases[first + j - 1] = scores[j]
+  end
+end
+local seen = {}
+for n = 1, #ids do
+  local id = ids[n]
+  -- An id listed twice is done once: the second one holds no lease any more.
+  if leases[n] and not seen[id] then
+    seen[id] = true
     redis.call("LREM", KEYS[1], 0, id)
-    redis.call("ZREM", KEYS[2], id)
-    redis.call("DEL", ARGV[3] .. id)
-    if ARGV[i + 1] ~= "" then
-      local lock = ARGV[4] .. ARGV[i + 1]
+    done[#done + 1] = id
+    task_keys[#task_keys + 1] = ARGV[3] .. id
+    local suffix = ARGV[4 + 2 * n]
+    if suffix ~= "" then
+      local lock = ARGV[4] .. suffix
       if redis.call("GET", lock) == id then
         redis.call("DEL", lock)
       end
     end
-    count = count + 1
-    codes[#codes + 1] = 1
+    codes[n] = 1
   else
-    codes[#codes + 1] = 0
+    codes[n] = 0
   end
+end
+local count = #done
+for first = 1, count, 1000 do
+  local last = math.min(first + 999, count)
+  redis.call("ZREM", KEYS[2], unpack(done, first, last))
+  redis.call("DEL", unpack(task_keys, first, last))
 end
 if count > 0 then
   if redis.call("INCRBY", KEYS[3], count) == count then
