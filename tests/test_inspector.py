@@ -239,8 +239,9 @@ async def test_cancel_reaches_the_worker_running_the_task(
     ):
         await eventually(started.is_set)
         await eventually(server.component("subscriber").subscribed.is_set)
-        records = [s for s in await inspector.servers() if s.id == server.identity.server_id]
+        # The heartbeat writes the server's record and its workers together: wait for it.
         await eventually(lambda: _has_worker(inspector, server.identity.server_id, info.id))
+        records = [s for s in await inspector.servers() if s.id == server.identity.server_id]
         assert records and records[0].queues == {queue_name: 1}
         await inspector.cancel(info.id)
         await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))

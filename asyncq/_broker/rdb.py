@@ -161,13 +161,25 @@ class Broker:
         # The token is fixed before the connector's retries, so a re-sent call is replayed.
         # The previous call's record is dropped by this one: it has been answered, and so
         # no extra key outlives the next poll.
+        script_keys, args = self.dequeue_call(keys, count, lease_expiry)
+        reply = await self.connector.run_script(load_script("dequeue"), script_keys, args)
+        return self.dequeue_taken(keys, script_keys[-1], reply)
+
+    def dequeue_call(
+        self, keys: QueueKeys, count: int, lease_expiry: int
+    ) -> tuple[list[str], list[Arg]]:
+        """The keys and arguments of one dequeue script call (for a caller that sends it
+        itself); hand its reply to ``dequeue_taken``."""
         record = f"{keys.prefix}dequeue:{new_task_id()}"
         previous = self._dequeue_records.pop(keys.name, "")
-        reply = await self.connector.run_script(
-            load_script("dequeue"),
-            [keys.pending, keys.paused, keys.active, keys.lease, record],
-            [lease_expiry, keys.task_prefix, count, DEQUEUE_RECORD_TTL, previous],
-        )
+        script_keys = [keys.pending, keys.paused, keys.active, keys.lease, record]
+        return script_keys, [lease_expiry, keys.task_prefix, count, DEQUEUE_RECORD_TTL, previous]
+
+    def dequeue_taken(
+        self, keys: QueueKeys, record: str, reply: list[bytes]
+    ) -> list[tuple[str, bytes]]:
+        """The (id, message bytes) pairs of a dequeue's reply; keeps its record for the
+        next call to delete."""
         if reply:
             self._dequeue_records[keys.name] = record
         return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]

@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._broker.scripts import LuaScript
-from asyncq._cluster.links import LinkUnusable, ScriptLinks
+from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
 from asyncq._cluster.retry import call_with_retry
 from asyncq.errors import InvalidOptionError
 
@@ -216,6 +216,20 @@ class Connector(ABC):
             # would raise, so callers and the retry policy see one kind of error.
             raise rx.ResponseError(str(reply))
         return reply
+
+    async def open_private_link(self, address: str, extra_wait: float) -> ScriptLink | None:
+        """A link of its own to one node, for a command that blocks up to ``extra_wait``
+        seconds (the caller closes it); None where links are not used (TLS)."""
+        if self._links is None:
+            return None
+        return await self._links.open_private(address, extra_wait)
+
+    async def call_on_link(self, address: str, *args: EncodableT) -> Any:
+        """One command on the shared link to a node, without retries; raises
+        ``LinkUnusable`` when the link cannot carry it."""
+        if self._links is None:
+            raise LinkUnusable("this connector uses no links")
+        return await self._links.call(address, args)
 
     def _make_links(self) -> ScriptLinks | None:
         """Links for script calls, or None where they would not match redis-py's

@@ -7,10 +7,11 @@ what a batched enqueue, a dequeue or a grouped acknowledgement costs asyncq. A
 once: a call packs its command with hiredis, writes it and waits for its reply,
 which arrives in order. It costs about half as much.
 
-Links only ever carry EVALSHA and SCRIPT LOAD. Anything unusual (a lost or refused
-connection, a timeout, a redirection, a cluster in failover) is reported to the
-connector as ``LinkUnusable``, and the connector then runs that call through redis-py,
-which knows how to follow a cluster through failovers and slot moves.
+Shared links only ever carry EVALSHA, SCRIPT LOAD and CLIENT UNBLOCK; a private link
+(``open_private``) also carries the worker's blocking wait for new tasks. Anything
+unusual (a lost or refused connection, a timeout, a redirection, a cluster in failover)
+is reported to the connector as ``LinkUnusable``, and the connector then runs that call
+through redis-py, which knows how to follow a cluster through failovers and slot moves.
 """
 
 from __future__ import annotations
@@ -186,12 +187,18 @@ class ScriptLinks:
         if not task.cancelled():
             task.exception()  # seen here, so a failure nobody waited for is not reported
 
-    async def _connect(self, address: str) -> ScriptLink:
+    async def open_private(self, address: str, extra_wait: float) -> ScriptLink:
+        """A new link to ``address`` for one owner, whose replies may take ``extra_wait``
+        seconds longer than usual (for a command that blocks in Redis); the owner closes it."""
+        return await self._connect(address, self._reply_timeout + extra_wait)
+
+    async def _connect(self, address: str, reply_timeout: float | None = None) -> ScriptLink:
         host, _, port = address.rpartition(":")
         loop = asyncio.get_running_loop()
+        timeout = self._reply_timeout if reply_timeout is None else reply_timeout
         async with asyncio.timeout(self._connect_timeout):
             _, link = await loop.create_connection(
-                lambda: ScriptLink(self._reply_timeout), host.strip("[]"), int(port)
+                lambda: ScriptLink(timeout), host.strip("[]"), int(port)
             )
         try:
             await self._handshake(link)

@@ -23,6 +23,7 @@ from asyncq._worker.config import ServerConfig
 from asyncq._worker.deadlines import Deadlines
 from asyncq._worker.finisher import Finisher
 from asyncq._worker.jobs import Job, JobBook, Slots, StopReason
+from asyncq._worker.watches import MAX_WATCHED_QUEUES, ArmedWatch, Watches
 from asyncq.errors import (
     TaskCanceledError,
     TaskDeadlineExceededError,
@@ -88,6 +89,9 @@ class Dispatcher:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._idle_waiter: asyncio.Future[None] | None = None
+        self.watches = Watches(broker, self.logger)
+        self._watch_next = True  # False for one wait after a watch woke for nothing
+        self._watch_stop: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -135,6 +139,8 @@ class Dispatcher:
         """Take no more tasks from now on (a dequeue in flight completes)."""
         self._stop.set()
         self.wake()
+        if self._watch_stop is not None:
+            _resolve(self._watch_stop)
 
     async def stop_fetching(self) -> None:
         """Take no more tasks and wait for the loop to end; running handlers go on.
@@ -157,6 +163,12 @@ class Dispatcher:
     # -- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        try:
+            await self._fetch_until_stopped()
+        finally:
+            self.watches.close()
+
+    async def _fetch_until_stopped(self) -> None:
         while not self._stop.is_set():
             if self.slots.free == 0:
                 await self._idle(None)  # until a slot frees up (or a stop)
@@ -178,7 +190,62 @@ class Dispatcher:
                 # Every queue was emptied: looking again at once would only cost an empty
                 # round trip, and hold up the handlers just started. A new task wakes the
                 # loop (a wake-up during the dequeue is kept), and the poll finds the rest.
-                await self._idle(self.config.task_check_interval)
+                await self._wait_for_tasks()
+
+    async def _wait_for_tasks(self) -> None:
+        """Every queue is empty: wait for a new task, in Redis when possible (see
+        ``watches``), else for a wake-up message or the poll interval."""
+        interval = self.config.task_check_interval
+        queues = self.router.queues
+        can_watch = (
+            self.watches.available
+            and len(queues) <= MAX_WATCHED_QUEUES
+            and self.slots.free >= len(queues)
+        )
+        if not (can_watch and self._watch_next) or self._stop.is_set() or self._wake.is_set():
+            self._watch_next = True
+            await self._idle(interval)
+            return
+        wanted = self.slots.take(MAX_BATCH)
+        lease_expiry = int(self.clock.time() + self.config.lease_duration)
+        self._watch_stop = asyncio.get_running_loop().create_future()
+        try:
+            launched = await self._watch(queues, wanted, interval, lease_expiry)
+        finally:
+            self._watch_stop = None
+        if launched < wanted:
+            self.slots.give(wanted - launched)
+
+    async def _watch(self, queues: list[str], wanted: int, block: float, lease_expiry: int) -> int:
+        """Arm the watches, launch what the first to answer took, release and collect the
+        others; returns how many tasks were launched (corrupt ones give their slot back)."""
+        armed = await self.watches.arm(queues, wanted, block, lease_expiry)
+        if armed is None:
+            self._watch_next = False
+            self.slots.give(wanted)
+            await self._idle(block)
+            return wanted  # the slots are back already
+        assert self._watch_stop is not None
+        await asyncio.wait(
+            [*(one.dequeued for one in armed), self._watch_stop],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        answered = [one for one in armed if one.dequeued.done()]
+        waiting = [one for one in armed if not one.dequeued.done()]
+        launched = await self._collect(answered, lease_expiry)
+        await self.watches.release(waiting)
+        return launched + await self._collect(waiting, lease_expiry)
+
+    async def _collect(self, armed: list[ArmedWatch], lease_expiry: int) -> int:
+        found: list[tuple[QueueKeys, str, bytes]] = []
+        for one in armed:
+            taken, wait_plainly = await self.watches.collect(one)
+            if wait_plainly:
+                self._watch_next = False  # so a paused queue cannot make the loop spin
+            found += [(one.watch.keys, task_id, raw) for task_id, raw in taken]
+        if found:
+            await self._launch_all(found, float(lease_expiry))
+        return len(found)
 
     async def _fetch(
         self, wanted: int, lease_expiry: int

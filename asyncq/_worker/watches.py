@@ -1,0 +1,196 @@
+"""Watches: an idle worker waits inside Redis, so a new task is dequeued as it lands.
+
+When every served queue is empty, the dispatcher arms one watch per queue. On a
+connection of its own to the queue's node, a watch sends two commands at once:
+
+    BLMOVE <pending> <pending> RIGHT RIGHT <poll interval>  (waits for a task; moves none)
+    EVALSHA <dequeue> ...                                   (runs right after it)
+
+Redis answers the wait as soon as any client, asyncq or Go's asynq, pushes a task into
+pending, and runs the dequeue in the same turn of its event loop. The task reaches the
+worker in one trip, instead of a wake-up message followed by a dequeue round trip, and
+each trip between processes costs a lot on a machine whose cores sleep when idle. When
+the wait times out, the dequeue runs anyway: that is the poll. Every blocked worker is
+answered (the task stays in pending), and the dequeue script decides who gets it.
+
+A watch that is no longer needed (another queue got a task, or the server stops) is
+released with CLIENT UNBLOCK: its wait ends at once, its dequeue still runs, and what it
+took is handed over too, so no task is left leased to nobody. Only if a connection is
+lost mid-wait can a task it had just taken stay leased, until the recoverer brings it
+back when the lease runs out: at-least-once, as after a worker crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import hiredis
+
+from asyncq._broker.keys import QueueKeys
+from asyncq._broker.rdb import Broker
+from asyncq._broker.scripts import load_script
+from asyncq._cluster.links import LinkUnusable, ScriptLink
+
+__all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Watches"]
+
+# A worker serving more queues than this waits on wake-up messages and the poll instead:
+# each watch holds a connection and at least one concurrency slot while it waits.
+MAX_WATCHED_QUEUES = 8
+
+Found = list[tuple[QueueKeys, str, bytes]]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """A private connection to one queue's node, and its id there (for CLIENT UNBLOCK)."""
+
+    keys: QueueKeys
+    address: str
+    link: ScriptLink
+    client_id: int
+
+
+@dataclass(slots=True)
+class ArmedWatch:
+    """One queue's wait and the dequeue queued behind it; ``dequeued`` gets its reply."""
+
+    watch: _Watch
+    record: str
+    count: int
+    moved: asyncio.Future[Any]
+    dequeued: asyncio.Future[Any]
+
+
+class Watches:
+    """The watches of one worker: armed while it is idle, collected when a task comes."""
+
+    def __init__(self, broker: Broker, logger: logging.Logger) -> None:
+        self.broker = broker
+        self.logger = logger
+        self.available = True  # False for good once the connector turns out to use no links
+        self._watches: dict[str, _Watch] = {}
+
+    async def arm(
+        self, queues: list[str], slots: int, block: float, lease_expiry: int
+    ) -> list[ArmedWatch] | None:
+        """Send each queue's wait and dequeue, sharing ``slots`` among the queues.
+
+        Returns None (and sends nothing) when a watch cannot be opened; the caller then
+        waits the ordinary way. Every armed watch must be collected.
+        """
+        block = max(block, 0.001)  # BLMOVE would read 0 as "wait forever"
+        watches = []
+        for queue in queues:
+            watch = await self._watch(queue, block)
+            if watch is None:
+                return None
+            watches.append(watch)
+        share, extra = divmod(slots, len(watches))
+        script = load_script("dequeue")
+        armed = []
+        for index, watch in enumerate(watches):
+            count = share + (1 if index < extra else 0)
+            keys = watch.keys
+            script_keys, args = self.broker.dequeue_call(keys, count, lease_expiry)
+            wait = ("BLMOVE", keys.pending, keys.pending, "RIGHT", "RIGHT", block)
+            try:
+                moved = watch.link.call(wait)
+                dequeued = watch.link.call(
+                    ("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+                )
+            except LinkUnusable:  # lost since it was opened: the others still stand
+                self._drop(watch)
+                continue
+            armed.append(ArmedWatch(watch, script_keys[-1], count, moved, dequeued))
+        return armed or None
+
+    async def release(self, armed: list[ArmedWatch]) -> None:
+        """End the waits that are still on, so their dequeues run now."""
+        for one in armed:
+            if one.dequeued.done():
+                continue
+            watch = one.watch
+            try:
+                await self.broker.connector.call_on_link(
+                    watch.address, "CLIENT", "UNBLOCK", watch.client_id
+                )
+            except (LinkUnusable, OSError) as error:
+                # Cannot reach the node: give the watch up (see the module's last note).
+                self.logger.debug("could not release the watch on %s: %s", watch.keys.name, error)
+                self._drop(watch)
+
+    async def collect(self, armed: ArmedWatch) -> tuple[list[tuple[str, bytes]], bool]:
+        """The tasks one armed watch took, and whether to wait the ordinary way once
+        before the next watch: the watch was woken for nothing (a task arrived but this
+        worker did not get it: taken by another, or the queue is paused), or refused.
+        A lost connection is not a reason: the next watch opens a new one."""
+        watch = armed.watch
+        try:
+            reply = await armed.dequeued
+        except LinkUnusable as error:
+            self.logger.debug("watch on %s lost: %s", watch.keys.name, error)
+            self._drop(watch)
+            return [], False
+        moved = armed.moved.result() if armed.moved.done() else None
+        if isinstance(reply, hiredis.ReplyError) or isinstance(moved, hiredis.ReplyError):
+            await self._refused(watch, reply if isinstance(reply, hiredis.ReplyError) else moved)
+            return [], True
+        taken = self.broker.dequeue_taken(watch.keys, armed.record, reply)
+        return taken, moved is not None and not taken
+
+    def close(self) -> None:
+        """Drop every watch connection (the dispatcher has stopped)."""
+        for watch in list(self._watches.values()):
+            self._drop(watch)
+
+    async def _refused(self, watch: _Watch, error: Any) -> None:
+        if str(error).startswith("NOSCRIPT"):
+            # A restarted or promoted node: load the script for the next watch.
+            try:
+                await watch.link.call(("SCRIPT", "LOAD", load_script("dequeue").source))
+            except LinkUnusable:
+                self._drop(watch)
+            return
+        if str(error).startswith(("NOPERM", "ERR unknown command")):
+            # This user may not block, or this Redis has no BLMOVE: never try again.
+            self.logger.info("idle workers wait for wake-ups instead: %s", error)
+            self.available = False
+        # MOVED (the slot moved), a failover, or anything else: a new watch next time.
+        self.logger.debug("watch on %s refused: %s", watch.keys.name, error)
+        self._drop(watch)
+
+    async def _watch(self, queue: str, block: float) -> _Watch | None:
+        keys = self.broker.keys(queue)
+        connector = self.broker.connector
+        address = connector.node_of(keys.pending)
+        watch = self._watches.get(queue)
+        if watch is not None and not watch.link.closed and watch.address == address:
+            return watch
+        if watch is not None:
+            self._drop(watch)
+        try:
+            link = await connector.open_private_link(address, block)
+        except (LinkUnusable, OSError, TimeoutError) as error:
+            self.logger.debug("cannot open a watch on %s: %s", queue, error)
+            return None
+        if link is None:
+            self.available = False
+            return None
+        try:
+            client_id = await link.call(("CLIENT", "ID"))
+        except LinkUnusable:
+            return None
+        if not isinstance(client_id, int):  # refused (an ACL, say): no watches here
+            link.close()
+            self.available = False
+            return None
+        watch = self._watches[queue] = _Watch(keys, address, link, int(client_id))
+        return watch
+
+    def _drop(self, watch: _Watch) -> None:
+        watch.link.close()
+        if self._watches.get(watch.keys.name) is watch:
+            del self._watches[watch.keys.name]

@@ -1,0 +1,204 @@
+"""An idle worker waits inside Redis (a watch per queue) and takes a new task at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from functools import partial
+
+from asyncq import Client, Connector, Inspector, ServeMux, Task
+from asyncq._proto.asynq_pb2 import TaskMessage
+from asyncq.testing import eventually
+from tests.worker_helpers import counter, key, running_server
+
+# Long enough that only a watch (not the poll) can start a task within a test.
+NO_POLL = 60.0
+
+
+async def _blocked_watches(connector: Connector, queue: str) -> list[int]:
+    """Ids of the connections blocked in BLMOVE on the node that holds ``queue``."""
+    node = connector.node_client(connector.node_of(key(queue, "pending")))
+    try:
+        clients = await node.client_list()
+    finally:
+        await node.aclose()
+    return [int(c["id"]) for c in clients if c.get("cmd") == "blmove" and "b" in c["flags"]]
+
+
+async def _blmove_calls(connector: Connector, queue: str) -> int:
+    node = connector.node_client(connector.node_of(key(queue, "pending")))
+    try:
+        stats = await node.info("commandstats")
+    finally:
+        await node.aclose()
+    return int(stats.get("cmdstat_blmove", {}).get("calls", 0))
+
+
+async def _write_like_go(connector: Connector, queue: str, task_id: str) -> None:
+    """A task stored the way Go's asynq stores it: no wake-up message is published."""
+    msg = TaskMessage(type="t", id=task_id, queue=queue, retry=25, timeout=1800)
+    await connector.client.hset(
+        key(queue, f"t:{task_id}"), mapping={"msg": msg.SerializeToString(), "state": "pending"}
+    )
+    await connector.client.lpush(key(queue, "pending"), task_id)
+
+
+async def test_idle_worker_takes_a_task_from_a_go_client_at_once(
+    connector: Connector, queue_name: str
+) -> None:
+    """Go clients publish no wake-up, and the poll is a minute away: the watch does it."""
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.set()
+
+    async with running_server(connector, mux, {queue_name: 1}, task_check_interval=NO_POLL):
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        await _write_like_go(connector, queue_name, "go-1")
+        await eventually(ran.is_set, within=10, what="the task to start without the poll")
+        await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
+
+
+async def test_watches_on_several_queues_lose_no_task(
+    connector: Connector, queue_name: str
+) -> None:
+    queues = [f"{queue_name}-{n}" for n in "abc"]
+    seen: Counter[str] = Counter()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        seen[task.queue or ""] += 1
+
+    async with running_server(
+        connector, mux, dict.fromkeys(queues, 1), concurrency=4, task_check_interval=NO_POLL
+    ):
+        for queue in queues:
+            await eventually(partial(_has_watch, connector, queue), what=f"a watch on {queue}")
+        async with Client(connector) as client:
+            await client.enqueue_many([Task("t", {"n": n}) for n in range(5)], queue=queues[1])
+            await eventually(lambda: seen[queues[1]] == 5, within=10, what="the first batch")
+            # The other watches were released and armed again: each queue still answers.
+            for queue in (queues[0], queues[2]):
+                await client.enqueue(Task("t"), queue=queue)
+            await eventually(lambda: sum(seen.values()) == 7, within=10, what="the others")
+    for queue in queues:
+        assert await connector.client.zcard(key(queue, "lease")) == 0
+        assert await connector.client.llen(key(queue, "active")) == 0
+    assert seen == {queues[0]: 1, queues[1]: 5, queues[2]: 1}
+
+
+async def test_shutdown_releases_the_watches(connector: Connector, queue_name: str) -> None:
+    """A watch blocks for the whole poll interval unless it is released: shutdown does."""
+    async with running_server(connector, ServeMux(), {queue_name: 1}, task_check_interval=NO_POLL):
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        started = time.monotonic()
+    assert time.monotonic() - started < NO_POLL / 2, "shutdown waited for the watch to time out"
+    await eventually(lambda: _no_watch(connector, queue_name), what="the watch connection to go")
+
+
+async def test_a_killed_watch_connection_is_replaced(connector: Connector, queue_name: str) -> None:
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.set()
+
+    async with running_server(connector, mux, {queue_name: 1}, task_check_interval=NO_POLL):
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        (watch_id,) = await _blocked_watches(connector, queue_name)
+        node = connector.node_client(connector.node_of(key(queue_name, "pending")))
+        try:
+            await node.client_kill_filter(_id=str(watch_id))
+        finally:
+            await node.aclose()
+        await eventually(
+            lambda: _watch_other_than(connector, queue_name, watch_id), what="a new watch"
+        )
+        await _write_like_go(connector, queue_name, "go-2")
+        await eventually(ran.is_set, within=10, what="the task to start through the new watch")
+
+
+async def test_a_paused_queue_does_not_make_the_watch_spin(
+    connector: Connector, queue_name: str
+) -> None:
+    """A paused queue with a task wakes every watch at once; the worker then waits one
+    poll interval the ordinary way instead of watching again straight away."""
+    interval = 0.3
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.set()
+
+    async with Client(connector) as client, Inspector(connector) as inspector:
+        await client.enqueue(Task("t"), queue=queue_name)
+        await inspector.pause(queue_name)
+        before = await _blmove_calls(connector, queue_name)
+        async with running_server(connector, mux, {queue_name: 1}, task_check_interval=interval):
+            started = time.monotonic()
+            await eventually(
+                lambda: _blmove_calls_reach(connector, queue_name, before + 4),
+                within=20,
+                what="four watches",
+            )
+            elapsed = time.monotonic() - started
+        assert not ran.is_set()
+    # Four watches need at least three ordinary waits in between; a spinning loop would
+    # have made thousands of calls in that time.
+    assert elapsed >= 3 * interval * 0.9, f"four watches in {elapsed:.3f}s: the loop spins"
+
+
+async def test_two_idle_workers_run_each_task_once(
+    standalone_connector: Connector, queue_name: str
+) -> None:
+    """Every blocked worker is answered; the dequeue script gives each task to one."""
+    runs: Counter[str] = Counter()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        runs[task.id or ""] += 1
+
+    connector = standalone_connector
+    options = {"task_check_interval": NO_POLL}
+    async with (
+        running_server(connector, mux, {queue_name: 1}, **options),
+        running_server(connector, mux, {queue_name: 1}, **options),
+        Client(connector) as client,
+    ):
+        await eventually(lambda: _watch_count(connector, queue_name, 2), what="two watches")
+        for n in range(20):
+            await client.enqueue(Task("t", {"n": n}), queue=queue_name)
+        await eventually(lambda: sum(runs.values()) >= 20, within=10, what="every task")
+        await eventually(lambda: _processed(connector, queue_name, 20), what="the acks")
+    assert len(runs) == 20 and set(runs.values()) == {1}
+
+
+async def _has_watch(connector: Connector, queue: str) -> bool:
+    return bool(await _blocked_watches(connector, queue))
+
+
+async def _no_watch(connector: Connector, queue: str) -> bool:
+    return not await _blocked_watches(connector, queue)
+
+
+async def _watch_count(connector: Connector, queue: str, count: int) -> bool:
+    return len(await _blocked_watches(connector, queue)) >= count
+
+
+async def _watch_other_than(connector: Connector, queue: str, old_id: int) -> bool:
+    return any(i != old_id for i in await _blocked_watches(connector, queue))
+
+
+async def _blmove_calls_reach(connector: Connector, queue: str, calls: int) -> bool:
+    return await _blmove_calls(connector, queue) >= calls
+
+
+async def _processed(connector: Connector, queue: str, count: int) -> bool:
+    return await counter(connector, key(queue, "processed")) == count
