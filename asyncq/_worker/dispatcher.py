@@ -220,11 +220,9 @@ class Dispatcher:
         """Arm the watches, launch what the first to answer took, release and collect the
         others; returns how many tasks were launched (corrupt ones give their slot back)."""
         armed = await self.watches.arm(queues, wanted, block, lease_expiry)
-        if armed is None:
-            self._watch_next = False
-            self.slots.give(wanted)
+        if armed is None:  # no watch could be opened: wait the ordinary way this time
             await self._idle(block)
-            return wanted  # the slots are back already
+            return 0
         assert self._watch_stop is not None
         await asyncio.wait(
             [*(one.dequeued for one in armed), self._watch_stop],
