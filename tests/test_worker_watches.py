@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 
-from asyncq import Client, Connector, Inspector, ServeMux, Task
+import pytest
+
+from asyncq import Client, Connector, Inspector, RedisClusterConnector, ServeMux, Task
+from asyncq._cluster.slots import queue_slot
 from asyncq._proto.asynq_pb2 import TaskMessage
-from asyncq.testing import eventually
+from asyncq.testing import LocalRedisCluster, eventually
 from tests.worker_helpers import counter, key, running_server
 
 # Long enough that only a watch (not the poll) can start a task within a test.
@@ -178,6 +182,42 @@ async def test_two_idle_workers_run_each_task_once(
         await eventually(lambda: sum(runs.values()) >= 20, within=10, what="every task")
         await eventually(lambda: _processed(connector, queue_name, 20), what="the acks")
     assert len(runs) == 20 and set(runs.values()) == {1}
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster(node_timeout_ms=1000).start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_an_idle_worker_follows_its_queue_through_a_failover(
+    own_cluster: LocalRedisCluster,
+) -> None:
+    """The master a watch blocks on is killed: the worker neither stops nor hangs, and
+    picks up a task from the promoted replica."""
+    queue = "watched"
+    ran: list[int] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.json()["n"])
+
+    async with (
+        RedisClusterConnector(own_cluster.seeds, retry_deadline=30.0) as connector,
+        running_server(connector, mux, {queue: 1}, task_check_interval=1.0),
+        Client(connector) as client,
+    ):
+        await client.enqueue(Task("t", {"n": 1}), queue=queue)
+        await eventually(lambda: ran == [1], within=10, what="the first task")
+        await eventually(lambda: _has_watch(connector, queue), what="the watch")
+        slot = queue_slot(queue)
+        old_master = own_cluster.kill_master_of_slot(slot)
+        await asyncio.to_thread(own_cluster.wait_for_failover, slot, old_master.address, 30.0)
+        await client.enqueue(Task("t", {"n": 2}), queue=queue)
+        await eventually(lambda: ran == [1, 2], within=30, what="the task after the failover")
+        await eventually(lambda: _has_watch(connector, queue), within=10, what="a new watch")
 
 
 async def _has_watch(connector: Connector, queue: str) -> bool:
