@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -20,7 +21,9 @@ from asyncq import (
     TaskIdConflictError,
     TaskState,
 )
+from asyncq._broker.packing import pack_pairs
 from asyncq._broker.rdb import Broker
+from asyncq._broker.scripts import load_script
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, ManualClock, eventually
 from tests.worker_helpers import counter, key, running_server, task_state
@@ -352,3 +355,20 @@ async def test_a_resent_dequeue_gets_the_same_tasks_back(
     assert again == first and len(first) == 4  # two (id, msg) pairs, both times
     assert await connector.client.llen(key(queue_name, "pending")) == 3
     assert await connector.client.llen(key(queue_name, "active")) == 2
+
+
+async def test_a_resent_batch_finds_its_own_tasks_and_adds_nothing(
+    connector: Connector, queue_name: str
+) -> None:
+    """A batch sent again after a lost reply (last argument "1") reports no conflict for
+    the tasks it stored itself, and pushes none of them a second time."""
+    keys = Broker(connector).keys(queue_name)
+    blob = pack_pairs([b"b1", b"b2"], [b"m1", b"m2"])
+    run = partial(connector.run_script, load_script("enqueue_batch"), [keys.pending])
+    common = [1, keys.task_prefix, keys.wakeup, blob]
+    assert await run([*common, "0"]) == []
+    assert await run([*common, "0"]) == [1, 2]  # a first send: both ids are taken
+    assert await run([*common, "1"]) == []  # a re-send: its own tasks, already stored
+    other = pack_pairs([b"b1"], [b"another message"])
+    assert await run([1, keys.task_prefix, keys.wakeup, other, "1"]) == [1]
+    assert await connector.client.llen(key(queue_name, "pending")) == 2

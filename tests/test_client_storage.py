@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from asyncq import (
     TaskIdConflictError,
     TaskState,
 )
+from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_message
+from asyncq._broker.scripts import load_script
 from asyncq.testing import eventually
 
 pytestmark = pytest.mark.usefixtures("connector")
@@ -196,3 +199,31 @@ async def _scan(connector: Connector, pattern: str) -> Any:
     """Every key matching ``pattern`` on every node (SCAN goes to all masters on a cluster)."""
     async for key in connector.client.scan_iter(match=pattern):
         yield key
+
+
+@pytest.mark.parametrize("script", ["enqueue", "schedule", "add_to_group"])
+async def test_a_resent_store_of_the_same_message_is_a_success(
+    connector: Connector, queue_name: str, script: str
+) -> None:
+    """The enqueue-family scripts, sent again after a lost reply (last argument "1"),
+    take their own stored message for success; any other message is still a conflict."""
+    keys = QueueKeys(queue_name)
+    task_key = keys.task("t1")
+    script_keys = {
+        "enqueue": [task_key, keys.pending],
+        "schedule": [task_key, keys.scheduled, keys.groups],
+        "add_to_group": [task_key, keys.group("g"), keys.groups],
+    }[script]
+
+    def args(msg: bytes, resent: str) -> list[str | bytes | int]:
+        return {
+            "enqueue": [msg, "t1", 1, keys.wakeup, 0, "", 0, resent],
+            "schedule": [msg, 2_000_000_000, "t1", "", 0, "", 0, resent],
+            "add_to_group": [msg, "t1", 1, "g", 0, "", 0, resent],
+        }[script]
+
+    run = partial(connector.run_script, load_script(script), script_keys)
+    assert await run(args(b"mine", "0")) == 1
+    assert await run(args(b"mine", "0")) == 0  # a first send: the id is taken
+    assert await run(args(b"mine", "1")) == 1  # a re-send finds its own message
+    assert await run(args(b"other", "1")) == 0  # someone else's task keeps its id

@@ -96,3 +96,34 @@ async def test_a_paused_server_delays_a_call_but_loses_nothing(
         assert await connector.run_script(PUSH, ["k"], ["c"]) in (3, 4)
     values = admin.execute_command("LRANGE", "k", 0, -1)
     assert values[0] == "a" and values[-1] == "c" and "b" in values
+
+
+ECHO = _script("return ARGV[1]")
+
+
+async def test_a_call_sent_again_after_a_lost_reply_carries_the_resend_arguments(
+    private_server: RedisServerProcess,
+) -> None:
+    """The first send may have run although its reply was lost: later sends say so."""
+    admin = private_server.admin_client()
+    async with RedisConnector(private_server.url, socket_timeout=0.2) as connector:
+        assert await connector.run_script(ECHO, ["k"], ["first"], resend=["again"]) == b"first"
+        admin.execute_command("CLIENT", "PAUSE", "800", "ALL")
+        # The link's send times out for sure; the reply comes from a later send.
+        assert await connector.run_script(ECHO, ["k"], ["first"], resend=["again"]) == b"again"
+
+
+async def test_an_enqueue_with_its_own_id_survives_a_lost_reply(
+    private_server: RedisServerProcess,
+) -> None:
+    """Whether or not the first send ran, the call succeeds and the task is stored once."""
+    admin = private_server.admin_client()
+    async with (
+        RedisConnector(private_server.url, socket_timeout=0.2) as connector,
+        Client(connector) as client,
+    ):
+        await client.enqueue(Task("warm"), queue="q")
+        admin.execute_command("CLIENT", "PAUSE", "800", "ALL")
+        info = await client.enqueue(Task("mine", {"n": 1}), queue="q", task_id="order-42")
+    assert info.id == "order-42"
+    assert admin.execute_command("LRANGE", "asynq:{q}:pending", 0, -1).count("order-42") == 1

@@ -176,7 +176,12 @@ class Connector(ABC):
         return await self.call(lambda c: c.execute_command(*args))
 
     async def run_script(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT]
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[EncodableT],
+        *,
+        resend: Sequence[EncodableT] | None = None,
     ) -> Any:
         """Run a Lua script by SHA, loading it where the server does not know it yet.
 
@@ -184,22 +189,30 @@ class Connector(ABC):
         NOSCRIPT is expected after a failover; the script is then loaded and run again.
         The call goes over a lean pipelined link to the node (see ``links``) and falls
         back to redis-py, which follows failovers and slot moves, when the link cannot
-        carry it.
+        carry it. Every send after the first uses ``resend`` as the arguments, when
+        given: the first may have run even though its reply was lost.
         """
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        sends = 0
+
+        def arguments() -> Sequence[EncodableT]:
+            nonlocal sends
+            sends += 1
+            return args if sends == 1 or resend is None else resend
 
         async def op(client: RedisClient) -> Any:
             links = self._links
             if links is not None:
+                command = ("EVALSHA", script.sha, len(keys), *keys, *arguments())
                 try:
                     return await self._run_on_link(links, script, keys[0], command)
                 except LinkUnusable:
                     pass  # redis-py takes this attempt
+            current = arguments()
             try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await client.evalsha(script.sha, len(keys), *keys, *current)
             except rx.NoScriptError:
                 await client.script_load(script.source)
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await client.evalsha(script.sha, len(keys), *keys, *current)
 
         return await self.call(op)
 
