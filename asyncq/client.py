@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -273,7 +273,7 @@ class Client:
         plain_count = sum(map(_takes_call_options, items))  # also refuses what is no task
         results: list[EnqueueResult | None] = [None] * len(items)
         writer = _ManyWriter(self, shared, results)
-        ids = iter(new_task_ids(plain_count if template else 0))
+        ids = _task_ids_by_batch(plain_count if template else 0)
         async with asyncio.TaskGroup() as group:
             writer.group = group
             for index, item in enumerate(items):
@@ -456,6 +456,13 @@ class Client:
 
 
 _NO_OPTIONS: Mapping[str, object] = MappingProxyType({})
+
+
+def _task_ids_by_batch(count: int) -> Iterator[str]:
+    """``count`` new task ids, made a batch at a time, so that the first batch can be on
+    its way to Redis before the ids of the last one exist."""
+    for start in range(0, count, BATCH_SIZE):
+        yield from new_task_ids(min(BATCH_SIZE, count - start))
 
 
 def _takes_call_options(item: object) -> bool:
