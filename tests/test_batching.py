@@ -26,7 +26,14 @@ from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, ManualClock, eventually
-from tests.worker_helpers import counter, key, running_server, task_state
+from tests.worker_helpers import (
+    counter,
+    key,
+    running_server,
+    signalling_mux,
+    task_state,
+    write_like_go,
+)
 
 
 async def test_enqueue_many_reports_each_outcome(connector: Connector, queue_name: str) -> None:
@@ -255,12 +262,7 @@ async def test_a_success_past_its_lease_is_left_to_the_recoverer(
 
 async def test_idle_worker_is_woken_by_an_enqueue(connector: Connector, queue_name: str) -> None:
     """With a one-minute poll, only the wake-up can start the task."""
-    ran = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("t")
-    async def work(task: Task) -> None:
-        ran.set()
+    mux, ran = signalling_mux()
 
     async with running_server(connector, mux, {queue_name: 1}, task_check_interval=60) as server:
         await eventually(server.component("waker").subscribed.is_set)
@@ -275,22 +277,10 @@ async def test_task_written_without_wake_up_is_found_by_polling(
     connector: Connector, queue_name: str
 ) -> None:
     """A Go client publishes no wake-up: the poll interval still finds its task."""
-    ran = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("t")
-    async def work(task: Task) -> None:
-        ran.set()
+    mux, ran = signalling_mux()
 
     async with running_server(connector, mux, {queue_name: 1}, task_check_interval=0.2):
-        from asyncq._proto.asynq_pb2 import TaskMessage
-
-        msg = TaskMessage(type="t", id="go-1", queue=queue_name, retry=25, timeout=1800)
-        await connector.client.hset(
-            key(queue_name, "t:go-1"),
-            mapping={"msg": msg.SerializeToString(), "state": "pending"},
-        )
-        await connector.client.lpush(key(queue_name, "pending"), "go-1")
+        await write_like_go(connector, queue_name, "go-1")
         await eventually(ran.is_set, within=10)
 
 

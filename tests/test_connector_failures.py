@@ -75,13 +75,6 @@ async def test_stopping_redis_gives_the_documented_error(
         assert time.monotonic() - started < 1.0 + 2.0 + 1.0
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[LocalRedisCluster]:
-    cluster = LocalRedisCluster(node_timeout_ms=1000).start()
-    yield cluster
-    cluster.stop()
-
-
 async def test_master_killed_while_enqueueing_loses_no_acknowledged_task(
     own_cluster: LocalRedisCluster,
 ) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from functools import partial
-
-import pytest
 
 from asyncq import Client, Connector, Inspector, RedisClusterConnector, ServeMux, Task
 from asyncq._cluster.slots import queue_slot
-from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.testing import LocalRedisCluster, eventually
-from tests.worker_helpers import counter, key, running_server
+from tests.worker_helpers import counter, key, running_server, signalling_mux, write_like_go
 
 # Long enough that only a watch (not the poll) can start a task within a test.
 NO_POLL = 60.0
@@ -39,29 +35,15 @@ async def _blmove_calls(connector: Connector, queue: str) -> int:
     return int(stats.get("cmdstat_blmove", {}).get("calls", 0))
 
 
-async def _write_like_go(connector: Connector, queue: str, task_id: str) -> None:
-    """A task stored the way Go's asynq stores it: no wake-up message is published."""
-    msg = TaskMessage(type="t", id=task_id, queue=queue, retry=25, timeout=1800)
-    await connector.client.hset(
-        key(queue, f"t:{task_id}"), mapping={"msg": msg.SerializeToString(), "state": "pending"}
-    )
-    await connector.client.lpush(key(queue, "pending"), task_id)
-
-
 async def test_idle_worker_takes_a_task_from_a_go_client_at_once(
     connector: Connector, queue_name: str
 ) -> None:
     """Go clients publish no wake-up, and the poll is a minute away: the watch does it."""
-    ran = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("t")
-    async def work(task: Task) -> None:
-        ran.set()
+    mux, ran = signalling_mux()
 
     async with running_server(connector, mux, {queue_name: 1}, task_check_interval=NO_POLL):
         await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
-        await _write_like_go(connector, queue_name, "go-1")
+        await write_like_go(connector, queue_name, "go-1")
         await eventually(ran.is_set, within=10, what="the task to start without the poll")
         await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
 
@@ -105,12 +87,7 @@ async def test_shutdown_releases_the_watches(connector: Connector, queue_name: s
 
 
 async def test_a_killed_watch_connection_is_replaced(connector: Connector, queue_name: str) -> None:
-    ran = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("t")
-    async def work(task: Task) -> None:
-        ran.set()
+    mux, ran = signalling_mux()
 
     async with running_server(connector, mux, {queue_name: 1}, task_check_interval=NO_POLL):
         await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
@@ -123,7 +100,7 @@ async def test_a_killed_watch_connection_is_replaced(connector: Connector, queue
         await eventually(
             lambda: _watch_other_than(connector, queue_name, watch_id), what="a new watch"
         )
-        await _write_like_go(connector, queue_name, "go-2")
+        await write_like_go(connector, queue_name, "go-2")
         await eventually(ran.is_set, within=10, what="the task to start through the new watch")
 
 
@@ -133,12 +110,7 @@ async def test_a_paused_queue_does_not_make_the_watch_spin(
     """A paused queue with a task wakes every watch at once; the worker then waits one
     poll interval the ordinary way instead of watching again straight away."""
     interval = 0.3
-    ran = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("t")
-    async def work(task: Task) -> None:
-        ran.set()
+    mux, ran = signalling_mux()
 
     async with Client(connector) as client, Inspector(connector) as inspector:
         await client.enqueue(Task("t"), queue=queue_name)
@@ -182,13 +154,6 @@ async def test_two_idle_workers_run_each_task_once(
         await eventually(lambda: sum(runs.values()) >= 20, within=10, what="every task")
         await eventually(lambda: _processed(connector, queue_name, 20), what="the acks")
     assert len(runs) == 20 and set(runs.values()) == {1}
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[LocalRedisCluster]:
-    cluster = LocalRedisCluster(node_timeout_ms=1000).start()
-    yield cluster
-    cluster.stop()
 
 
 async def test_an_idle_worker_follows_its_queue_through_a_failover(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asyncq import Connector, ServeMux, Server
+from asyncq import Connector, ServeMux, Server, Task
 from asyncq._broker.message import decode_message
 from asyncq._proto.asynq_pb2 import TaskMessage
 
@@ -62,3 +63,24 @@ async def state_is(connector: Connector, queue: str, task_id: str, state: str) -
 async def gone(connector: Connector, queue: str, task_id: str) -> bool:
     """Whether the task's hash no longer exists (done without retention, or deleted)."""
     return not await connector.client.exists(key(queue, f"t:{task_id}"))
+
+
+def signalling_mux(task_type: str = "t") -> tuple[ServeMux, asyncio.Event]:
+    """A mux whose handler for ``task_type`` sets the returned event when it runs."""
+    ran = asyncio.Event()
+    mux = ServeMux()
+
+    async def work(task: Task) -> None:
+        ran.set()
+
+    mux.handle(task_type, work)
+    return mux, ran
+
+
+async def write_like_go(connector: Connector, queue: str, task_id: str) -> None:
+    """A pending task of type "t" stored as Go's asynq stores it: no wake-up is published."""
+    msg = TaskMessage(type="t", id=task_id, queue=queue, retry=25, timeout=1800)
+    await connector.client.hset(
+        key(queue, f"t:{task_id}"), mapping={"msg": msg.SerializeToString(), "state": "pending"}
+    )
+    await connector.client.lpush(key(queue, "pending"), task_id)
