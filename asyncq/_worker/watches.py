@@ -40,8 +40,6 @@ __all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Watches"]
 # each watch holds a connection and at least one concurrency slot while it waits.
 MAX_WATCHED_QUEUES = 8
 
-Found = list[tuple[QueueKeys, str, bytes]]
-
 
 @dataclass(slots=True)
 class _Watch:
@@ -59,7 +57,6 @@ class ArmedWatch:
 
     watch: _Watch
     record: str
-    count: int
     moved: asyncio.Future[Any]
     dequeued: asyncio.Future[Any]
 
@@ -104,7 +101,7 @@ class Watches:
             except LinkUnusable:  # lost since it was opened: the others still stand
                 self._drop(watch)
                 continue
-            armed.append(ArmedWatch(watch, script_keys[-1], count, moved, dequeued))
+            armed.append(ArmedWatch(watch, script_keys[-1], moved, dequeued))
         return armed or None
 
     async def release(self, armed: list[ArmedWatch]) -> None:
