@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 
-from asyncq import Client, Connector, Inspector, RedisClusterConnector, ServeMux, Task
+import pytest
+
+from asyncq import (
+    Client,
+    Connector,
+    Inspector,
+    RedisClusterConnector,
+    RedisConnector,
+    ServeMux,
+    Task,
+)
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, eventually
+from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
 from tests.worker_helpers import counter, key, running_server, signalling_mux, write_like_go
 
 # Long enough that only a watch (not the poll) can start a task within a test.
@@ -207,3 +219,28 @@ async def _blmove_calls_reach(connector: Connector, queue: str, calls: int) -> b
 
 async def _processed(connector: Connector, queue: str, count: int) -> bool:
     return await counter(connector, key(queue, "processed")) == count
+
+
+@pytest.fixture
+def server_without_blmove() -> Iterator[RedisServerProcess]:
+    """A Redis that answers BLMOVE with "unknown command", as one older than 6.2 does."""
+    server = RedisServerProcess(extra_args=["--rename-command", "BLMOVE", ""])
+    server.start()
+    yield server
+    server.close()
+
+
+async def test_without_blmove_the_worker_waits_for_wake_ups(
+    server_without_blmove: RedisServerProcess, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    mux, ran = signalling_mux()
+    async with (
+        RedisConnector(server_without_blmove.url) as connector,
+        running_server(connector, mux, {queue_name: 1}, task_check_interval=NO_POLL) as server,
+        Client(connector) as client,
+    ):
+        await eventually(server.component("waker").subscribed.is_set)
+        await eventually(lambda: "wait for wake-ups instead" in caplog.text, what="the fallback")
+        await client.enqueue(Task("t"), queue=queue_name)
+        await eventually(ran.is_set, within=10, what="the task, through the wake-up")

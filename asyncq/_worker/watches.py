@@ -132,10 +132,13 @@ class Watches:
             self._drop(watch)
             return [], False
         moved = armed.moved.result() if armed.moved.done() else None
-        if isinstance(reply, hiredis.ReplyError) or isinstance(moved, hiredis.ReplyError):
-            await self._refused(watch, reply if isinstance(reply, hiredis.ReplyError) else moved)
-            return [], True
-        taken = self.broker.dequeue_taken(watch.keys, armed.record, reply)
+        refused = isinstance(reply, hiredis.ReplyError)
+        # A refused wait (an old Redis without BLMOVE, say) does not stop the dequeue
+        # behind it, which may have taken tasks: they are handed over all the same.
+        taken = [] if refused else self.broker.dequeue_taken(watch.keys, armed.record, reply)
+        if refused or isinstance(moved, hiredis.ReplyError):
+            await self._refused(watch, reply if refused else moved)
+            return taken, True
         return taken, moved is not None and not taken
 
     def close(self) -> None:
