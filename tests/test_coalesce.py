@@ -1,0 +1,94 @@
+"""The coalescer behind single enqueues: groups per turn of the loop, two in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from asyncq._coalesce import Coalescer
+
+
+class Recorder:
+    """A flush that records each group and lets the test decide when it returns."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_with: Exception | None = None
+
+    async def flush(self, items: list[int]) -> list[int]:
+        self.groups.append(items)
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [item * 10 for item in items]
+
+
+async def test_a_lone_call_goes_alone_and_gets_its_result() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    assert await coalescer.submit(1) == 10
+    assert await coalescer.submit(2) == 20
+    assert recorder.groups == [[1], [2]]
+
+
+async def test_calls_made_in_one_turn_share_one_group() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    results = await asyncio.gather(*(coalescer.submit(n) for n in range(5)))
+    assert results == [0, 10, 20, 30, 40]
+    assert recorder.groups == [[0, 1, 2, 3, 4]]
+
+
+async def test_two_groups_in_flight_and_the_rest_go_together_when_one_returns() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush)
+    first = asyncio.ensure_future(coalescer.submit(1))
+    await _until(lambda: len(recorder.groups) == 1)
+    second = asyncio.ensure_future(coalescer.submit(2))
+    await _until(lambda: len(recorder.groups) == 2)
+    # Both groups are out: these wait (a few turns of the loop send nothing more), and
+    # then travel as one group.
+    later = [asyncio.ensure_future(coalescer.submit(n)) for n in (3, 4, 5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert recorder.groups == [[1], [2]]
+    recorder.release.set()
+    assert await asyncio.gather(first, second, *later) == [10, 20, 30, 40, 50]
+    assert recorder.groups == [[1], [2], [3, 4, 5]]
+
+
+async def test_a_failing_group_fails_its_own_callers_only() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    recorder.fail_with = ConnectionError("node down")
+    with pytest.raises(ConnectionError):
+        await asyncio.gather(coalescer.submit(1), coalescer.submit(2))
+    recorder.fail_with = None
+    assert await coalescer.submit(3) == 30
+
+
+async def test_a_cancelled_caller_does_not_take_the_others_down() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush)
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in (1, 2, 3)]
+    await _until(lambda: len(recorder.groups) == 1)
+    calls[0].cancel()
+    recorder.release.set()
+    assert list(await asyncio.gather(calls[1], calls[2])) == [20, 30]
+    assert calls[0].cancelled()
+    assert recorder.groups == [[1, 2, 3]]  # its item still went: it may have been written
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop turn until ``condition()`` holds (the flush runs in its own task)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
