@@ -29,10 +29,8 @@ from tests.worker_helpers import gone, key, running_server, task_state
 @pytest.fixture
 def touchy_server() -> Iterator[RedisServerProcess]:
     # Scripts longer than 100 ms make Redis answer BUSY to everyone else meanwhile.
-    server = RedisServerProcess(extra_args=["--busy-reply-threshold", "100"])
-    server.start()
-    yield server
-    server.close()
+    with RedisServerProcess(extra_args=["--busy-reply-threshold", "100"]) as server:
+        yield server
 
 
 async def test_a_busy_redis_does_not_kill_the_worker(

@@ -124,10 +124,10 @@ async def test_stop_takes_no_new_tasks_but_keeps_the_server_listed(
 @pytest.fixture
 def durable_server() -> Iterator[RedisServerProcess]:
     # Append-only with fsync, so a restart keeps the queue's state.
-    server = RedisServerProcess(extra_args=["--appendonly", "yes", "--appendfsync", "always"])
-    server.start()
-    yield server
-    server.close()
+    with RedisServerProcess(
+        extra_args=["--appendonly", "yes", "--appendfsync", "always"]
+    ) as server:
+        yield server
 
 
 async def test_final_write_waits_out_a_redis_outage(

@@ -224,10 +224,8 @@ async def _processed(connector: Connector, queue: str, count: int) -> bool:
 @pytest.fixture
 def server_without_blmove() -> Iterator[RedisServerProcess]:
     """A Redis that answers BLMOVE with "unknown command", as one older than 6.2 does."""
-    server = RedisServerProcess(extra_args=["--rename-command", "BLMOVE", ""])
-    server.start()
-    yield server
-    server.close()
+    with RedisServerProcess(extra_args=["--rename-command", "BLMOVE", ""]) as server:
+        yield server
 
 
 async def test_without_blmove_the_worker_waits_for_wake_ups(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
 from asyncq._broker.packing import pack_pairs
@@ -99,7 +100,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now_ns, keys.wakeup, ttl, *fire]
-        return await self._store(load_script("enqueue"), script_keys, args)
+        return int(await self._store(load_script("enqueue"), script_keys, args))
 
     async def schedule(
         self,
@@ -117,7 +118,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, process_at, task_id, group, ttl, *fire]
-        return await self._store(load_script("schedule"), script_keys, args)
+        return int(await self._store(load_script("schedule"), script_keys, args))
 
     async def add_to_group(
         self,
@@ -135,7 +136,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now, group, ttl, *fire]
-        return await self._store(load_script("add_to_group"), script_keys, args)
+        return int(await self._store(load_script("add_to_group"), script_keys, args))
 
     async def enqueue_batch(
         self, keys: QueueKeys, task_ids: list[str], messages: list[bytes], now_ns: int
@@ -143,22 +144,19 @@ class Broker:
         """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task."""
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob]
-        taken = await self.connector.run_script(
-            load_script("enqueue_batch"), [keys.pending], [*args, "0"], resend=[*args, "1"]
-        )
+        taken = await self._store(load_script("enqueue_batch"), [keys.pending], args)
         codes = [ENQUEUED] * len(task_ids)
         for position in taken:
             codes[int(position) - 1] = ID_CONFLICT
         return codes
 
-    async def _store(self, script: LuaScript, script_keys: list[str], args: list[Arg]) -> int:
+    async def _store(self, script: LuaScript, script_keys: list[str], args: list[Arg]) -> Any:
         """Run one of the enqueue-family scripts. Their last argument says whether the
         call may repeat one that was stored: then the task's own message, found in place,
         means success rather than an id conflict (a reply lost to a timeout or failover)."""
-        reply = await self.connector.run_script(
+        return await self.connector.run_script(
             script, script_keys, [*args, "0"], resend=[*args, "1"]
         )
-        return int(reply)
 
     # -- the worker's verbs ------------------------------------------------------------------
 
