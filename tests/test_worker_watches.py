@@ -21,7 +21,7 @@ from asyncq import (
     Task,
 )
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
+from asyncq.testing import LocalRedisCluster, ManualClock, RedisServerProcess, eventually
 from tests.worker_helpers import counter, key, running_server, signalling_mux, write_like_go
 
 # Long enough that only a watch (not the poll) can start a task within a test.
@@ -242,3 +242,22 @@ async def test_without_blmove_the_worker_waits_for_wake_ups(
         await eventually(lambda: "wait for wake-ups instead" in caplog.text, what="the fallback")
         await client.enqueue(Task("t"), queue=queue_name)
         await eventually(ran.is_set, within=10, what="the task, through the wake-up")
+
+
+async def test_a_task_taken_after_the_clock_moved_on_holds_a_full_lease(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch was armed before the clock jumped (a suspended machine): the task it
+    takes gets its lease extended, and its success is written, not left to the recoverer."""
+    clock = ManualClock()
+    mux, ran = signalling_mux()
+    async with running_server(
+        connector, mux, {queue_name: 1}, clock=clock, task_check_interval=NO_POLL
+    ):
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        clock.advance(3600)  # far past the lease the watch would have written
+        async with Client(connector, clock=clock) as client:
+            await client.enqueue(Task("t"), queue=queue_name)
+        await eventually(ran.is_set, within=10, what="the task")
+        await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
+    assert "lease ran out" not in caplog.text

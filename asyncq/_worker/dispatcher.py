@@ -207,7 +207,9 @@ class Dispatcher:
             await self._idle(interval)
             return
         wanted = self.slots.take(MAX_BATCH)
-        lease_expiry = int(self.clock.time() + self.config.lease_duration)
+        # The dequeue runs when a task lands, up to ``interval`` from now: the lease it
+        # writes covers the wait, so a task taken late still holds a full lease.
+        lease_expiry = int(self.clock.time() + self.config.lease_duration + interval)
         self._watch_stop = asyncio.get_running_loop().create_future()
         try:
             launched = await self._watch(queues, wanted, interval, lease_expiry)
@@ -242,8 +244,30 @@ class Dispatcher:
                 self._watch_next = False  # so a paused queue cannot make the loop spin
             found += [(one.watch.keys, task_id, raw) for task_id, raw in taken]
         if found:
-            await self._launch_all(found, float(lease_expiry))
+            expiry = await self._lease_after_the_wait(found, lease_expiry)
+            await self._launch_all(found, float(expiry))
         return len(found)
+
+    async def _lease_after_the_wait(
+        self, found: list[tuple[QueueKeys, str, bytes]], lease_expiry: int
+    ) -> int:
+        """The lease of tasks a watch took. Normally the one written at arming; if the
+        clock moved on further than the wait can explain (a suspended machine, a test's
+        clock), the leases are extended first, as the heartbeater would."""
+        now = self.clock.time()
+        if lease_expiry - now >= self.config.lease_duration - 1:
+            return lease_expiry
+        expiry = int(now + self.config.lease_duration)
+        by_queue: dict[str, tuple[QueueKeys, list[str]]] = {}
+        for keys, task_id, _ in found:
+            by_queue.setdefault(keys.name, (keys, []))[1].append(task_id)
+        try:
+            for keys, task_ids in by_queue.values():
+                await self.broker.extend_leases(keys, task_ids, expiry)
+        except Exception as error:  # the heartbeater tries again; the recoverer is last
+            self.logger.warning("could not extend the leases of tasks just taken: %s", error)
+            return lease_expiry
+        return expiry
 
     async def _fetch(
         self, wanted: int, lease_expiry: int
