@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,42 @@ async def test_watches_on_several_queues_lose_no_task(
         assert await connector.client.zcard(key(queue, "lease")) == 0
         assert await connector.client.llen(key(queue, "active")) == 0
     assert seen == {queues[0]: 1, queues[1]: 5, queues[2]: 1}
+
+
+async def test_after_a_watch_empties_the_queue_the_worker_waits_again_at_once(
+    connector: Connector, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a low rate each task costs one trip: the worker does not look again at the queue
+    its watch has just emptied, although each task's wake-up message arrives meanwhile."""
+    handled: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        handled.append(task.id or "")
+
+    async with running_server(
+        connector, mux, {queue_name: 1}, task_check_interval=NO_POLL
+    ) as server:
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        plain_dequeues: list[object] = []
+        dequeue = server.broker.dequeue
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            plain_dequeues.append(args)
+            return await dequeue(*args, **kwargs)
+
+        monkeypatch.setattr(server.broker, "dequeue", counted)
+        async with Client(connector) as client:
+            for n in range(1, 6):
+                await client.enqueue(Task("t"), queue=queue_name)  # publishes a wake-up
+                await eventually(partial(_handled, handled, n), within=10, what=f"task {n}")
+                await eventually(lambda: _has_watch(connector, queue_name), what="a new watch")
+    assert plain_dequeues == []
+
+
+def _handled(handled: list[str], count: int) -> bool:
+    return len(handled) == count
 
 
 async def test_shutdown_releases_the_watches(connector: Connector, queue_name: str) -> None:

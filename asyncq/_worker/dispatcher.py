@@ -169,9 +169,13 @@ class Dispatcher:
             self.watches.close()
 
     async def _fetch_until_stopped(self) -> None:
+        emptied = False  # a watch has just found every queue empty: no need to look again
         while not self._stop.is_set():
             if self.slots.free == 0:
                 await self._idle(None)  # until a slot frees up (or a stop)
+                continue
+            if emptied:
+                emptied = await self._wait_for_tasks()
                 continue
             wanted = self.slots.take(MAX_BATCH)
             # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
@@ -190,11 +194,15 @@ class Dispatcher:
                 # Every queue was emptied: looking again at once would only cost an empty
                 # round trip, and hold up the handlers just started. A new task wakes the
                 # loop (a wake-up during the dequeue is kept), and the poll finds the rest.
-                await self._wait_for_tasks()
+                emptied = await self._wait_for_tasks()
 
-    async def _wait_for_tasks(self) -> None:
+    async def _wait_for_tasks(self) -> bool:
         """Every queue is empty: wait for a new task, in Redis when possible (see
-        ``watches``), else for a wake-up message or the poll interval."""
+        ``watches``), else for a wake-up message or the poll interval.
+
+        Returns True when the watches' dequeues left every queue empty (each took fewer
+        tasks than it asked for), so the next step is another wait, not a dequeue.
+        """
         interval = self.config.task_check_interval
         queues = self.router.queues
         can_watch = (
@@ -202,29 +210,36 @@ class Dispatcher:
             and len(queues) <= MAX_WATCHED_QUEUES
             and self.slots.free >= len(queues)
         )
-        if not (can_watch and self._watch_next) or self._stop.is_set() or self._wake.is_set():
+        if not (can_watch and self._watch_next) or self._stop.is_set():
             self._watch_next = True
             await self._idle(interval)
-            return
+            return False
+        # Wake-ups are not needed while watching, as a wait on a list that already holds
+        # a task ends at once. (Most arrive just after the watch that took their task.)
+        self._wake.clear()
         wanted = self.slots.take(MAX_BATCH)
         # The dequeue runs when a task lands, up to ``interval`` from now: the lease it
         # writes covers the wait, so a task taken late still holds a full lease.
         lease_expiry = int(self.clock.time() + self.config.lease_duration + interval)
         self._watch_stop = asyncio.get_running_loop().create_future()
         try:
-            launched = await self._watch(queues, wanted, interval, lease_expiry)
+            launched, emptied = await self._watch(queues, wanted, interval, lease_expiry)
         finally:
             self._watch_stop = None
         if launched < wanted:
             self.slots.give(wanted - launched)
+        return emptied
 
-    async def _watch(self, queues: list[str], wanted: int, block: float, lease_expiry: int) -> int:
+    async def _watch(
+        self, queues: list[str], wanted: int, block: float, lease_expiry: int
+    ) -> tuple[int, bool]:
         """Arm the watches, launch what the first to answer took, release and collect the
-        others; returns how many tasks were launched (corrupt ones give their slot back)."""
+        others; returns how many tasks were launched (corrupt ones give their slot back)
+        and whether every queue was left empty."""
         armed = await self.watches.arm(queues, wanted, block, lease_expiry)
         if armed is None:  # no watch could be opened: wait the ordinary way this time
             await self._idle(block)
-            return 0
+            return 0, False
         assert self._watch_stop is not None
         await asyncio.wait(
             [*(one.dequeued for one in armed), self._watch_stop],
@@ -232,21 +247,27 @@ class Dispatcher:
         )
         answered = [one for one in armed if one.dequeued.done()]
         waiting = [one for one in armed if not one.dequeued.done()]
-        launched = await self._collect(answered, lease_expiry)
+        launched, emptied = await self._collect(answered, lease_expiry)
         await self.watches.release(waiting)
-        return launched + await self._collect(waiting, lease_expiry)
+        launched_later, emptied_later = await self._collect(waiting, lease_expiry)
+        every_queue = len(armed) == len(queues)
+        return launched + launched_later, emptied and emptied_later and every_queue
 
-    async def _collect(self, armed: list[ArmedWatch], lease_expiry: int) -> int:
+    async def _collect(self, armed: list[ArmedWatch], lease_expiry: int) -> tuple[int, bool]:
+        """Launch what the watches took; returns how many, and whether each of them took
+        fewer tasks than it asked for (its queue was emptied)."""
         found: list[tuple[QueueKeys, str, bytes]] = []
+        emptied = True
         for one in armed:
-            taken, wait_plainly = await self.watches.collect(one)
+            taken, wait_plainly, answered = await self.watches.collect(one)
             if wait_plainly:
                 self._watch_next = False  # so a paused queue cannot make the loop spin
+            emptied = emptied and answered and len(taken) < one.count
             found += [(one.watch.keys, task_id, raw) for task_id, raw in taken]
         if found:
             expiry = await self._lease_after_the_wait(found, lease_expiry)
             await self._launch_all(found, float(expiry))
-        return len(found)
+        return len(found), emptied
 
     async def _lease_after_the_wait(
         self, found: list[tuple[QueueKeys, str, bytes]], lease_expiry: int
@@ -309,6 +330,9 @@ class Dispatcher:
             self.deadlines.watch(job, max(job.deadline - now, 0.0))
             assert self._group is not None
             job.runner = self._group.create_task(self._run(job), name=f"asyncq-task-{job.id}")
+        # Let the handlers begin before this loop's next call to Redis: on a busy machine
+        # a send can wait for a core, and a task should not wait behind it.
+        await asyncio.sleep(0)
 
     def _job(
         self, keys: QueueKeys, task_id: str, raw: bytes, now: float, lease_expiry: float

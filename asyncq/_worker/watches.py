@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
 
@@ -34,7 +34,7 @@ from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.links import LinkUnusable, ScriptLink
 
-__all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Watches"]
+__all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Collected", "Watches"]
 
 # A worker serving more queues than this waits on wake-up messages and the poll instead:
 # each watch holds a connection and at least one concurrency slot while it waits.
@@ -57,8 +57,17 @@ class ArmedWatch:
 
     watch: _Watch
     record: str
+    count: int  # tasks the dequeue asks for
     moved: asyncio.Future[Any]
     dequeued: asyncio.Future[Any]
+
+
+class Collected(NamedTuple):
+    """What one armed watch brought back."""
+
+    taken: list[tuple[str, bytes]]  # (task id, message) of each task its dequeue took
+    wait_plainly: bool  # woken for nothing, or refused: wait the ordinary way once
+    answered: bool  # the dequeue's reply was read (so ``taken`` is all it took)
 
 
 class Watches:
@@ -101,7 +110,7 @@ class Watches:
             except LinkUnusable:  # lost since it was opened: the others still stand
                 self._drop(watch)
                 continue
-            armed.append(ArmedWatch(watch, script_keys[-1], moved, dequeued))
+            armed.append(ArmedWatch(watch, script_keys[-1], count, moved, dequeued))
         return armed or None
 
     async def release(self, armed: list[ArmedWatch]) -> None:
@@ -119,7 +128,7 @@ class Watches:
                 self.logger.debug("could not release the watch on %s: %s", watch.keys.name, error)
                 self._drop(watch)
 
-    async def collect(self, armed: ArmedWatch) -> tuple[list[tuple[str, bytes]], bool]:
+    async def collect(self, armed: ArmedWatch) -> Collected:
         """The tasks one armed watch took, and whether to wait the ordinary way once
         before the next watch: the watch was woken for nothing (a task arrived but this
         worker did not get it: taken by another, or the queue is paused), or refused.
@@ -130,7 +139,7 @@ class Watches:
         except LinkUnusable as error:
             self.logger.debug("watch on %s lost: %s", watch.keys.name, error)
             self._drop(watch)
-            return [], False
+            return Collected([], False, False)
         moved = armed.moved.result() if armed.moved.done() else None
         refused = isinstance(reply, hiredis.ReplyError)
         # A refused wait (an old Redis without BLMOVE, say) does not stop the dequeue
@@ -138,8 +147,8 @@ class Watches:
         taken = [] if refused else self.broker.dequeue_taken(watch.keys, armed.record, reply)
         if refused or isinstance(moved, hiredis.ReplyError):
             await self._refused(watch, reply if refused else moved)
-            return taken, True
-        return taken, moved is not None and not taken
+            return Collected(taken, True, not refused)
+        return Collected(taken, moved is not None and not taken, True)
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""
