@@ -1,12 +1,13 @@
 """Coalescing: calls made at the same moment share one round trip to Redis.
 
-A call that finds no group forming starts one: the group is sent at the end of the
-current turn of the event loop, so every call made in that turn joins it. Up to two
-groups are in flight at once, so Redis stores one while this side handles the other's
-replies; calls that arrive while both are out wait, and go together as soon as one
-returns. At idle a call travels alone, a turn of the loop later; under load the groups
-grow by themselves, with half as many round trips as one group in flight would need
-(each send that wakes a sleeping Redis is costly on a virtual machine).
+When nothing is on its way, a call goes out at once, from the caller's own task: light
+traffic waits for nothing. Calls that arrive while something is out start a group, sent
+at the end of the current turn of the event loop, so every call made in that turn joins
+it. Up to two groups (or lone calls) are in flight at once, so Redis stores one while this
+side handles the other's replies; calls that arrive while both are out wait, and go
+together as soon as one returns. Under load the groups grow by themselves, with half as
+many round trips as one group in flight would need (each send that wakes a sleeping Redis
+is costly on a virtual machine).
 
 Groups are sent from tasks of their own, so a caller that is cancelled (a web request
 that timed out, say) takes nobody else's call down with it; its own item may still be
@@ -47,29 +48,40 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._forming = False  # a group goes out at the end of this turn of the loop
         self._senders: set[asyncio.Task[None]] = set()
 
-    async def submit(self, item: ItemT) -> ResultT:
-        """Send ``item`` with whatever else is waiting, and return its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ResultT] = loop.create_future()
+    def submit(self, item: ItemT) -> Awaitable[ResultT]:
+        """Send ``item`` now if nothing is out, else with whatever else is waiting; await
+        what this returns, at once, for the item's result."""
+        if self._in_flight == 0 and not self._forming:
+            self._in_flight += 1  # counted now, so calls later in this turn form a group
+            return self._alone(item)
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if not self._forming and self._in_flight < self._max_in_flight:
-            self._forming = True
-            loop.call_soon(self._send_group)
-        return await future
+            self._start_group()
+        return future
 
-    def _send_group(self) -> None:
-        """Send up to ``max_group`` waiting items, if a group may go now."""
-        self._forming = False
-        if not self._waiting or self._in_flight >= self._max_in_flight:
-            return  # sent already, or a returning group will send them
-        group = self._waiting[: self._max_group]
-        del self._waiting[: self._max_group]
-        self._in_flight += 1  # counted now: the task starts a turn later
-        sender = asyncio.get_running_loop().create_task(self._send(group))
+    async def _alone(self, item: ItemT) -> ResultT:
+        try:
+            (result,) = await self._flush([item])
+            return result
+        finally:
+            self._returned()
+
+    def _start_group(self) -> None:
+        """Start the sender of the next group. Its first step runs at the end of this turn
+        of the loop, and takes every item that has arrived by then."""
+        self._forming = True
+        self._in_flight += 1
+        sender = asyncio.get_running_loop().create_task(self._send())
         self._senders.add(sender)
         sender.add_done_callback(self._senders.discard)
 
-    async def _send(self, group: Waiting[ItemT, ResultT]) -> None:
+    async def _send(self) -> None:
+        self._forming = False
+        group = self._waiting[: self._max_group]
+        del self._waiting[: self._max_group]
+        if self._waiting and self._in_flight < self._max_in_flight:
+            self._start_group()  # more than one group's worth arrived in this turn
         try:
             results = await self._flush([item for item, _ in group])
         except BaseException as error:
@@ -81,9 +93,12 @@ class Coalescer(Generic[ItemT, ResultT]):
                 raise
             return
         finally:
-            self._in_flight -= 1
-            if not self._forming:
-                self._send_group()  # what arrived while both groups were out goes now
+            self._returned()
         for (_, future), result in zip(group, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _returned(self) -> None:
+        self._in_flight -= 1
+        if self._waiting and not self._forming:
+            self._start_group()  # what arrived while both were out goes now

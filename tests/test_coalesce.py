@@ -1,4 +1,5 @@
-"""The coalescer behind single enqueues: groups per turn of the loop, two in flight."""
+"""The coalescer behind single enqueues: a lone call goes at once; calls that arrive while
+something is out form groups per turn of the loop; two are in flight at most."""
 
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ async def test_a_lone_call_goes_alone_and_gets_its_result() -> None:
     assert recorder.groups == [[1], [2]]
 
 
-async def test_calls_made_in_one_turn_share_one_group() -> None:
+async def test_the_first_call_goes_at_once_and_the_rest_of_its_turn_share_one_group() -> None:
     recorder = Recorder()
     coalescer = Coalescer(recorder.flush)
     results = await asyncio.gather(*(coalescer.submit(n) for n in range(5)))
     assert results == [0, 10, 20, 30, 40]
-    assert recorder.groups == [[0, 1, 2, 3, 4]]
+    assert sorted(recorder.groups) == [[0], [1, 2, 3, 4]]
 
 
 async def test_two_groups_in_flight_and_the_rest_go_together_when_one_returns() -> None:
@@ -77,12 +78,12 @@ async def test_a_cancelled_caller_does_not_take_the_others_down() -> None:
     recorder.release.clear()
     coalescer = Coalescer(recorder.flush)
     calls = [asyncio.ensure_future(coalescer.submit(n)) for n in (1, 2, 3)]
-    await _until(lambda: len(recorder.groups) == 1)
-    calls[0].cancel()
+    await _until(lambda: len(recorder.groups) == 2)  # 1 alone, then 2 and 3 together
+    calls[1].cancel()
     recorder.release.set()
-    assert list(await asyncio.gather(calls[1], calls[2])) == [20, 30]
-    assert calls[0].cancelled()
-    assert recorder.groups == [[1, 2, 3]]  # its item still went: it may have been written
+    assert list(await asyncio.gather(calls[0], calls[2])) == [10, 30]
+    assert calls[1].cancelled()
+    assert recorder.groups == [[1], [2, 3]]  # its item still went: it may have been written
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -92,3 +93,14 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
+
+
+async def test_a_burst_larger_than_a_group_goes_out_in_several_groups_at_once() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush, max_group=3, max_in_flight=3)
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(6)]
+    await _until(lambda: len(recorder.groups) == 3)
+    assert sorted(recorder.groups) == [[0], [1, 2, 3], [4, 5]]
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [0, 10, 20, 30, 40, 50]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Connection as RedisConnection
 
 from asyncq import (
     Client,
@@ -16,6 +17,7 @@ from asyncq import (
     RedisConnector,
     Task,
 )
+from asyncq._cluster.retry import is_retryable
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
 from asyncq.testing.servers import free_port
@@ -115,3 +117,16 @@ async def test_master_killed_while_enqueueing_loses_no_acknowledged_task(
     assert len(stored_ids) == len(set(stored_ids)), "a task was stored twice"
     missing = set(acked) - set(stored_ids)
     assert not missing, f"{len(missing)} acknowledged tasks were lost"
+
+
+async def test_a_connection_closed_under_a_command_is_retried_but_a_bug_is_not() -> None:
+    """redis-py's cluster client closes all of a node's connections when one fails, under
+    commands still using them: they fail with an AttributeError inside redis-py, which
+    is a failover fault to retry (the kill test above met it). One in asyncq is a bug."""
+    closed = RedisConnection(host="127.0.0.1", port=free_port())
+    with pytest.raises(AttributeError) as inside_redis_py:
+        await closed._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    assert is_retryable(inside_redis_py.value)
+    with pytest.raises(AttributeError) as ours:
+        getattr(None, "writelines")  # noqa: B009 - an AttributeError raised here
+    assert not is_retryable(ours.value)

@@ -36,6 +36,11 @@ def is_retryable(error: BaseException) -> bool:
     """Whether ``error`` is a passing fault of the link or the cluster, worth another try."""
     if isinstance(error, RETRYABLE_ERRORS):
         return True
+    if isinstance(error, AttributeError) and _raised_inside_redis_py(error):
+        # When one connection to a node fails, redis-py's cluster client closes all of
+        # them, also under commands still using the others: those fail on a reader or
+        # writer that is now None, before anything of theirs was sent. A failover fault.
+        return True
     if isinstance(error, rx.ResponseError):
         # A replica promoted mid-call answers READONLY; a loading node answers LOADING.
         text = str(error)
@@ -48,6 +53,16 @@ def is_retryable(error: BaseException) -> bool:
         # such as keys in different slots are also RedisClusterException but say so.
         return "cannot be connected" in str(error) or "initialize" in str(error).lower()
     return False
+
+
+def _raised_inside_redis_py(error: BaseException) -> bool:
+    trace = error.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    module = trace.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and module.startswith("redis.")
 
 
 async def call_with_retry(
