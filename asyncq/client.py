@@ -99,6 +99,10 @@ class EnqueueResult:
         return f"EnqueueResult(task={self.task!r}, {outcome})"
 
 
+# A single enqueue waiting for its group: task id, message, and whether the id is generated.
+_Single = tuple[str, bytes, bool]
+
+
 @dataclass(slots=True)
 class _Prepared:
     """A task checked and encoded, ready to be written."""
@@ -141,7 +145,7 @@ class Client:
         self.connector = connector
         self._broker = Broker(connector)
         self._clock: Clock = clock or SystemClock()
-        self._batchers: dict[str, Coalescer[tuple[str, bytes], int]] = {}
+        self._batchers: dict[str, Coalescer[_Single, int]] = {}
         self._fields_cache: _FieldsCache | None = None
         self._plans: dict[tuple[tuple[str, object], ...], tuple[_Prepared, MessageTemplate]] = {}
 
@@ -184,7 +188,8 @@ class Client:
         if not self._broker.queue_registered(prepared.opts.queue):
             await self._broker.register_queue(prepared.opts.queue)
         if prepared.plain:
-            code = await self._batcher(prepared.keys).submit((prepared.task_id, prepared.msg))
+            batcher = self._batcher(prepared.keys)
+            code = await batcher.submit((prepared.task_id, prepared.msg, prepared.generated_id))
         else:
             code = await self._write_one(prepared)
         return self._outcome(prepared, code)
@@ -371,15 +376,16 @@ class Client:
             plan = self._plans[key] = (shared, self._template(shared))
         return plan
 
-    def _batcher(self, keys: QueueKeys) -> Coalescer[tuple[str, bytes], int]:
+    def _batcher(self, keys: QueueKeys) -> Coalescer[_Single, int]:
         batcher = self._batchers.get(keys.name)
         if batcher is None:
 
-            async def flush(items: list[tuple[str, bytes]]) -> list[int]:
-                task_ids = [task_id for task_id, _ in items]
-                messages = [msg for _, msg in items]
+            async def flush(items: list[_Single]) -> list[int]:
+                task_ids = [task_id for task_id, _, _ in items]
+                messages = [msg for _, msg, _ in items]
+                fresh = all(generated for _, _, generated in items)
                 return await self._broker.enqueue_batch(
-                    keys, task_ids, messages, self._clock.time_ns()
+                    keys, task_ids, messages, self._clock.time_ns(), fresh_ids=fresh
                 )
 
             batcher = self._batchers[keys.name] = Coalescer(flush)
@@ -562,9 +568,11 @@ class _ManyWriter:
         client, results = self._client, self._results
         try:
             await client._broker.register_queue(batch.keys.name)
+            fresh = all(p is None or p.generated_id for p in batch.prepared)
             codes = await client._broker.enqueue_batch(
-                batch.keys, batch.task_ids, batch.messages, client._clock.time_ns()
-            )
+                batch.keys, batch.task_ids, batch.messages, client._clock.time_ns(),
+                fresh_ids=fresh,
+            )  # fmt: skip
         except Exception as error:
             for index, task in zip(batch.indexes, batch.tasks, strict=True):
                 results[index] = EnqueueResult(task=task, error=error)

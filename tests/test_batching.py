@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from asyncq import (
     ConnectionFailedError,
     Connector,
     DuplicateTaskError,
+    EnqueueResult,
     InvalidOptionError,
     RedisClusterConnector,
     ServeMux,
@@ -356,9 +358,44 @@ async def test_a_resent_batch_finds_its_own_tasks_and_adds_nothing(
     blob = pack_pairs([b"b1", b"b2"], [b"m1", b"m2"])
     run = partial(connector.run_script, load_script("enqueue_batch"), [keys.pending])
     common = [1, keys.task_prefix, keys.wakeup, blob]
-    assert await run([*common, "0"]) == []
-    assert await run([*common, "0"]) == [1, 2]  # a first send: both ids are taken
-    assert await run([*common, "1"]) == []  # a re-send: its own tasks, already stored
+    assert await run([*common, "0", "0"]) == []
+    assert await run([*common, "0", "0"]) == [1, 2]  # a first send: both ids are taken
+    assert await run([*common, "0", "1"]) == []  # a re-send: its own tasks, already stored
+    assert await run([*common, "1", "1"]) == []  # the same with generated ids
     other = pack_pairs([b"b1"], [b"another message"])
-    assert await run([1, keys.task_prefix, keys.wakeup, other, "1"]) == [1]
+    assert await run([1, keys.task_prefix, keys.wakeup, other, "1", "1"]) == [1]
     assert await connector.client.llen(key(queue_name, "pending")) == 2
+
+
+async def test_a_first_send_of_generated_ids_does_not_look_them_up(
+    connector: Connector, queue_name: str
+) -> None:
+    """Random UUID4s made for the call cannot be taken: the script skips the EXISTS it
+    runs per task for ids a caller chose (a quarter of its time), and stores all."""
+    node = connector.node_client(connector.node_of(key(queue_name, "pending")))
+    try:
+        before = await _calls(node, "exists")
+        async with Client(connector) as client:
+            results = await client.enqueue_many([Task("t") for _ in range(50)], queue=queue_name)
+            await client.enqueue(Task("t"), queue=queue_name)
+        assert await _calls(node, "exists") == before
+        own = await client_with_ids(connector, queue_name, ["own-1", "own-2"])
+        assert await _calls(node, "exists") == before + 2  # chosen ids are looked up
+    finally:
+        await node.aclose()
+    assert all(r.ok for r in results) and all(r.ok for r in own)
+    assert await connector.client.llen(key(queue_name, "pending")) == 53
+
+
+async def client_with_ids(
+    connector: Connector, queue_name: str, task_ids: list[str]
+) -> list[EnqueueResult]:
+    async with Client(connector) as client:
+        return await client.enqueue_many(
+            [(Task("t"), {"task_id": task_id}) for task_id in task_ids], queue=queue_name
+        )
+
+
+async def _calls(node: Any, command: str) -> int:
+    stats = await node.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

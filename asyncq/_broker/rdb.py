@@ -139,11 +139,22 @@ class Broker:
         return int(await self._store(load_script("add_to_group"), script_keys, args))
 
     async def enqueue_batch(
-        self, keys: QueueKeys, task_ids: list[str], messages: list[bytes], now_ns: int
+        self,
+        keys: QueueKeys,
+        task_ids: list[str],
+        messages: list[bytes],
+        now_ns: int,
+        *,
+        fresh_ids: bool = False,
     ) -> list[int]:
-        """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task."""
+        """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task.
+
+        ``fresh_ids``: every id is a random UUID4 made for this call, so no stored task
+        can hold one (but a re-send's own), and a first send need not look for them.
+        """
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
-        args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob]
+        fresh = "1" if fresh_ids else "0"
+        args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob, fresh]
         taken = await self._store(load_script("enqueue_batch"), [keys.pending], args)
         codes = [ENQUEUED] * len(task_ids)
         for position in taken:
