@@ -48,6 +48,17 @@ def test_bad_connector_arguments_are_refused() -> None:
         RedisClusterConnector([])
     with pytest.raises(InvalidOptionError, match="redis://"):
         RedisConnector("http://localhost:6379")
+    with pytest.raises(InvalidOptionError, match=r"\(host, port\) pair"):
+        RedisClusterConnector([("localhost", "7000")])  # type: ignore[list-item]
+    with pytest.raises(InvalidOptionError, match="but a int"):
+        RedisClusterConnector([7000])  # type: ignore[list-item]
+
+
+async def test_cluster_seeds_may_be_host_port_pairs(own_cluster: LocalRedisCluster) -> None:
+    pairs = [(node.host, node.port) for node in own_cluster.nodes]
+    async with RedisClusterConnector(pairs) as connector:
+        assert await connector.execute("PING") is True
+        assert connector.address == ",".join(own_cluster.seeds)
 
 
 def test_connector_must_be_connected_before_use() -> None:

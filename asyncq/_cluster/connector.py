@@ -38,8 +38,20 @@ EncodableT = str | bytes | int | float
 RedisClient = Any
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``"host:port"`` (IPv6 as ``"[::1]:7000"``) into host and port, with a clear error."""
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """Split ``"host:port"`` (IPv6 as ``"[::1]:7000"``) into host and port, or check a
+    ``(host, port)`` pair, with a clear error for anything else."""
+    if isinstance(address, tuple):
+        if len(address) == 2 and isinstance(address[0], str) and _is_port(address[1]):
+            return address[0], int(address[1])
+        raise InvalidOptionError(
+            f"cluster node {address!r} is not a (host, port) pair such as ('127.0.0.1', 7000)"
+        )
+    if not isinstance(address, str):
+        raise InvalidOptionError(
+            f"cluster node {address!r} is not 'host:port' or (host, port), "
+            f"but a {type(address).__name__}"
+        )
     text = address.strip()
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -47,6 +59,10 @@ def parse_address(address: str) -> tuple[str, int]:
             f"cluster node {address!r} is not 'host:port' (e.g. '127.0.0.1:7000')"
         )
     return host.strip("[]"), int(port)
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
 
 
 class Connector(ABC):
@@ -335,7 +351,8 @@ class RedisConnector(Connector):
 
 
 class RedisClusterConnector(Connector):
-    """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings.
+    """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings
+    (or ``(host, port)`` pairs).
 
     Every queue lives in one slot, so each queue operation goes to the master
     that owns the queue's slot; the connector follows failovers and slot moves.
@@ -347,7 +364,7 @@ class RedisClusterConnector(Connector):
 
     def __init__(
         self,
-        nodes: Sequence[str] | str,
+        nodes: Sequence[str | tuple[str, int]] | str,
         *,
         username: str | None = None,
         password: str | None = None,
