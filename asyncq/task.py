@@ -31,6 +31,11 @@ def encode_payload(task_type: str, payload: object) -> bytes | None:
     ``bytes``-like values are stored as they are, ``None`` means no payload, and
     anything else is encoded as JSON with orjson. Nothing is ever pickled.
     """
+    if type(payload) is dict:  # the common case first: JSON from a dict
+        try:
+            return orjson.dumps(payload)
+        except TypeError as error:
+            raise _not_serialisable(task_type, error) from None
     if payload is None:
         return None
     if isinstance(payload, bytes):
@@ -40,10 +45,14 @@ def encode_payload(task_type: str, payload: object) -> bytes | None:
     try:
         return orjson.dumps(payload)
     except TypeError as error:
-        raise TypeError(
-            f"payload of task {task_type!r} is not JSON-serialisable ({error}); "
-            "pass bytes, or JSON values (dict, list, str, int, float, bool, None)"
-        ) from None
+        raise _not_serialisable(task_type, error) from None
+
+
+def _not_serialisable(task_type: str, error: TypeError) -> TypeError:
+    return TypeError(
+        f"payload of task {task_type!r} is not JSON-serialisable ({error}); "
+        "pass bytes, or JSON values (dict, list, str, int, float, bool, None)"
+    )
 
 
 def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -93,7 +102,7 @@ class Task:
             raise ValueError(f"task type must be a non-blank str, got {type!r}")
         self.type = type
         self._payload = encode_payload(type, payload)
-        self.headers = _check_headers(headers)
+        self.headers = {} if headers is None else _check_headers(headers)
         self.id = ""
         self.queue = ""
         self.retried = 0
