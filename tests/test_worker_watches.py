@@ -19,6 +19,7 @@ from asyncq import (
     RedisClusterConnector,
     RedisConnector,
     ServeMux,
+    Server,
     Task,
 )
 from asyncq._cluster.slots import queue_slot
@@ -106,14 +107,7 @@ async def test_after_a_watch_empties_the_queue_the_worker_waits_again_at_once(
         connector, mux, {queue_name: 1}, task_check_interval=NO_POLL
     ) as server:
         await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
-        plain_dequeues: list[object] = []
-        dequeue = server.broker.dequeue
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            plain_dequeues.append(args)
-            return await dequeue(*args, **kwargs)
-
-        monkeypatch.setattr(server.broker, "dequeue", counted)
+        plain_dequeues = _record_plain_dequeues(server, monkeypatch)
         async with Client(connector) as client:
             for n in range(1, 6):
                 await client.enqueue(Task("t"), queue=queue_name)  # publishes a wake-up
@@ -124,6 +118,19 @@ async def test_after_a_watch_empties_the_queue_the_worker_waits_again_at_once(
 
 def _handled(handled: list[str], count: int) -> bool:
     return len(handled) == count
+
+
+def _record_plain_dequeues(server: Server, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record each dequeue the server makes outside a watch (the arguments of each)."""
+    calls: list[object] = []
+    dequeue = server.broker.dequeue
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return await dequeue(*args, **kwargs)
+
+    monkeypatch.setattr(server.broker, "dequeue", recorded)
+    return calls
 
 
 async def test_shutdown_releases_the_watches(connector: Connector, queue_name: str) -> None:
@@ -203,6 +210,35 @@ async def test_two_idle_workers_run_each_task_once(
         await eventually(lambda: sum(runs.values()) >= 20, within=10, what="every task")
         await eventually(lambda: _processed(connector, queue_name, 20), what="the acks")
     assert len(runs) == 20 and set(runs.values()) == {1}
+
+
+async def test_the_worker_that_loses_a_task_to_another_waits_again_at_once(
+    standalone_connector: Connector, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both idle workers are woken by each task and one takes it. The other finds pending
+    empty again, so it waits again straight away: no dequeue of its own on the way (each
+    would cost Redis a script call per task and idle worker)."""
+    handled: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        handled.append(task.id or "")
+
+    connector = standalone_connector
+    options = {"task_check_interval": NO_POLL}
+    async with (
+        running_server(connector, mux, {queue_name: 1}, **options) as first,
+        running_server(connector, mux, {queue_name: 1}, **options) as second,
+        Client(connector) as client,
+    ):
+        await eventually(lambda: _watch_count(connector, queue_name, 2), what="two watches")
+        plain_dequeues = [_record_plain_dequeues(s, monkeypatch) for s in (first, second)]
+        for n in range(1, 6):
+            await client.enqueue(Task("t"), queue=queue_name)  # publishes a wake-up
+            await eventually(partial(_handled, handled, n), within=10, what=f"task {n}")
+            await eventually(lambda: _watch_count(connector, queue_name, 2), what="both again")
+    assert plain_dequeues == [[], []]
 
 
 async def test_an_idle_worker_follows_its_queue_through_a_failover(

@@ -193,10 +193,12 @@ class Broker:
         return script_keys, [lease_expiry, keys.task_prefix, count, DEQUEUE_RECORD_TTL, previous]
 
     def dequeue_taken(
-        self, keys: QueueKeys, record: str, reply: list[bytes]
+        self, keys: QueueKeys, record: str, reply: list[bytes] | int
     ) -> list[tuple[str, bytes]]:
         """The (id, message bytes) pairs of a dequeue's reply; keeps its record for the
-        next call to delete."""
+        next call to delete. (A paused queue answers 0: nothing taken.)"""
+        if not isinstance(reply, list):
+            return []
         if reply:
             self._dequeue_records[keys.name] = record
         return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]

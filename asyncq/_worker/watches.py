@@ -66,7 +66,7 @@ class Collected(NamedTuple):
     """What one armed watch brought back."""
 
     taken: list[tuple[str, bytes]]  # (task id, message) of each task its dequeue took
-    wait_plainly: bool  # woken for nothing, or refused: wait the ordinary way once
+    wait_plainly: bool  # woken for a paused queue, or refused: wait the ordinary way once
     answered: bool  # the dequeue's reply was read (so ``taken`` is all it took)
 
 
@@ -130,9 +130,10 @@ class Watches:
 
     async def collect(self, armed: ArmedWatch) -> Collected:
         """The tasks one armed watch took, and whether to wait the ordinary way once
-        before the next watch: the watch was woken for nothing (a task arrived but this
-        worker did not get it: taken by another, or the queue is paused), or refused.
-        A lost connection is not a reason: the next watch opens a new one."""
+        before the next watch: the watch was woken for tasks it may not take (the queue
+        is paused, so the next wait would end at once too), or refused. A task another
+        worker took first is no reason: pending is empty again, so the next wait blocks.
+        Nor is a lost connection: the next watch opens a new one."""
         watch = armed.watch
         try:
             reply = await armed.dequeued
@@ -148,7 +149,8 @@ class Watches:
         if refused or isinstance(moved, hiredis.ReplyError):
             await self._refused(watch, reply if refused else moved)
             return Collected(taken, True, not refused)
-        return Collected(taken, moved is not None and not taken, True)
+        paused = isinstance(reply, int)  # the dequeue's answer for a paused queue
+        return Collected(taken, moved is not None and paused, True)
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""

@@ -18,7 +18,9 @@
 -- ARGV[4] = how long the record of this call lives, in whole seconds
 -- ARGV[5] = the record of the previous (answered) call, to delete now, or ""
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[5] -> asynq:{q}:dequeue:<token>
--- RETURNS = flat array id1, msg1, id2, msg2, ... (empty when paused or nothing is pending)
+-- RETURNS = flat array id1, msg1, id2, msg2, ... (empty when nothing is pending), or 0
+--           when the queue is paused (a waiting worker then knows its wait ended for a
+--           task it may not take, rather than for one another worker took first)
 local out = {}
 if ARGV[5] ~= "" then
   redis.call("DEL", ARGV[5])
@@ -35,7 +37,7 @@ if redis.call("EXISTS", KEYS[5]) == 1 then
   return out
 end
 if redis.call("EXISTS", KEYS[2]) == 1 then
-  return {}
+  return 0
 end
 local wanted = tonumber(ARGV[3])
 if wanted < 1 then
