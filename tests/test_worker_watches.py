@@ -160,6 +160,32 @@ async def test_a_killed_watch_connection_is_replaced(connector: Connector, queue
         await eventually(ran.is_set, within=10, what="the task to start through the new watch")
 
 
+async def test_a_watch_whose_replies_are_lost_still_runs_what_its_dequeue_took(
+    connector: Connector, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch connection drops just as Redis answers: its dequeue has run and leased
+    the task, but the worker never read the reply. The worker sends the same dequeue
+    again, gets the task back, and runs it now, not when its minute-long lease ends."""
+    mux, ran = signalling_mux()
+
+    async with running_server(
+        connector, mux, {queue_name: 1}, task_check_interval=NO_POLL, lease_duration=60
+    ) as server:
+        await eventually(lambda: _has_watch(connector, queue_name), what="the watch")
+        assert server._dispatcher is not None
+        link = server._dispatcher.watches._watches[queue_name].link
+
+        def drop_the_connection(data: bytes) -> None:
+            assert link._transport is not None
+            link._transport.abort()  # as if the network failed with the replies in it
+
+        monkeypatch.setattr(link, "data_received", drop_the_connection)
+        await write_like_go(connector, queue_name, "lost-reply")
+        await eventually(ran.is_set, within=10, what="the task to run before its lease ends")
+        await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+
+
 async def test_a_paused_queue_does_not_make_the_watch_spin(
     connector: Connector, queue_name: str
 ) -> None:

@@ -15,9 +15,11 @@ answered (the task stays in pending), and the dequeue script decides who gets it
 
 A watch that is no longer needed (another queue got a task, or the server stops) is
 released with CLIENT UNBLOCK: its wait ends at once, its dequeue still runs, and what it
-took is handed over too, so no task is left leased to nobody. Only if a connection is
-lost mid-wait can a task it had just taken stay leased, until the recoverer brings it
-back when the lease runs out: at-least-once, as after a worker crash.
+took is handed over too, so no task is left leased to nobody. A connection lost just
+after its dequeue ran (the reply never came) is answered by sending the same dequeue
+again through the connector: the script recognises the call by its record key and hands
+back what it took. Only if that fails too do those tasks wait for the recoverer, when
+their leases run out: at-least-once, as after a worker crash.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, NamedTuple
 import hiredis
 
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.rdb import Broker
+from asyncq._broker.rdb import Arg, Broker
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.links import LinkUnusable, ScriptLink
 
@@ -56,10 +58,16 @@ class ArmedWatch:
     """One queue's wait and the dequeue queued behind it; ``dequeued`` gets its reply."""
 
     watch: _Watch
-    record: str
+    script_keys: list[str]  # the dequeue's keys and arguments, to send it again
+    args: list[Arg]
     count: int  # tasks the dequeue asks for
     moved: asyncio.Future[Any]
     dequeued: asyncio.Future[Any]
+
+    @property
+    def record(self) -> str:
+        """The key under which the dequeue records the ids it took."""
+        return self.script_keys[-1]
 
 
 class Collected(NamedTuple):
@@ -110,7 +118,7 @@ class Watches:
             except LinkUnusable:  # lost since it was opened: the others still stand
                 self._drop(watch)
                 continue
-            armed.append(ArmedWatch(watch, script_keys[-1], count, moved, dequeued))
+            armed.append(ArmedWatch(watch, script_keys, args, count, moved, dequeued))
         return armed or None
 
     async def release(self, armed: list[ArmedWatch]) -> None:
@@ -139,8 +147,10 @@ class Watches:
             reply = await armed.dequeued
         except LinkUnusable as error:
             self.logger.debug("watch on %s lost: %s", watch.keys.name, error)
+            if armed.moved.done() and not armed.moved.cancelled():
+                armed.moved.exception()  # failed the same way: seen, so asyncio stays quiet
             self._drop(watch)
-            return Collected([], False, False)
+            return await self._send_again(armed)
         moved = armed.moved.result() if armed.moved.done() else None
         refused = isinstance(reply, hiredis.ReplyError)
         # A refused wait (an old Redis without BLMOVE, say) does not stop the dequeue
@@ -151,6 +161,21 @@ class Watches:
             return Collected(taken, True, not refused)
         paused = isinstance(reply, int)  # the dequeue's answer for a paused queue
         return Collected(taken, moved is not None and paused, True)
+
+    async def _send_again(self, armed: ArmedWatch) -> Collected:
+        """The watch's connection went, maybe after its dequeue ran and leased tasks, but
+        before the reply arrived. The same call sent again, with the same record key,
+        hands back what the first one took (or, if it never ran, takes what it may now),
+        so those tasks run now rather than when their leases run out."""
+        keys = armed.watch.keys
+        try:
+            reply = await self.broker.connector.run_script(
+                load_script("dequeue"), armed.script_keys, armed.args
+            )
+        except Exception as error:  # the recoverer brings any taken task back in the end
+            self.logger.warning("could not send the dequeue of a lost watch again: %s", error)
+            return Collected([], False, False)
+        return Collected(self.broker.dequeue_taken(keys, armed.record, reply), False, True)
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""
