@@ -179,6 +179,13 @@ class Broker:
         # The previous call's record is dropped by this one: it has been answered, and so
         # no extra key outlives the next poll.
         script_keys, args = self.dequeue_call(keys, count, lease_expiry)
+        return await self.send_dequeue(keys, script_keys, args)
+
+    async def send_dequeue(
+        self, keys: QueueKeys, script_keys: list[str], args: list[Arg]
+    ) -> list[tuple[str, bytes]]:
+        """Run a dequeue made by ``dequeue_call`` through the connector (with its retries);
+        sent again with the same record key, it hands back what the first send took."""
         reply = await self.connector.run_script(load_script("dequeue"), script_keys, args)
         return self.dequeue_taken(keys, script_keys[-1], reply)
 

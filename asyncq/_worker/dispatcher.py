@@ -90,7 +90,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._idle_waiter: asyncio.Future[None] | None = None
         self.watches = Watches(broker, self.logger)
-        self._watch_next = True  # False for one wait after a watch woke for nothing
+        self._watch_next = True  # False for one wait after a watch woke for a paused queue
         self._watch_stop: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None

@@ -167,15 +167,12 @@ class Watches:
         before the reply arrived. The same call sent again, with the same record key,
         hands back what the first one took (or, if it never ran, takes what it may now),
         so those tasks run now rather than when their leases run out."""
-        keys = armed.watch.keys
         try:
-            reply = await self.broker.connector.run_script(
-                load_script("dequeue"), armed.script_keys, armed.args
-            )
+            taken = await self.broker.send_dequeue(armed.watch.keys, armed.script_keys, armed.args)
         except Exception as error:  # the recoverer brings any taken task back in the end
             self.logger.warning("could not send the dequeue of a lost watch again: %s", error)
             return Collected([], False, False)
-        return Collected(self.broker.dequeue_taken(keys, armed.record, reply), False, True)
+        return Collected(taken, False, True)
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""
