@@ -33,7 +33,7 @@ def encode_payload(task_type: str, payload: object) -> bytes | None:
     """
     if type(payload) is dict:  # the common case first: JSON from a dict
         try:
-            return orjson.dumps(payload)
+            return _json_bytes(payload)
         except TypeError as error:
             raise _not_serialisable(task_type, error) from None
     if payload is None:
@@ -43,9 +43,30 @@ def encode_payload(task_type: str, payload: object) -> bytes | None:
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
     try:
-        return orjson.dumps(payload)
+        return _json_bytes(payload)
     except TypeError as error:
         raise _not_serialisable(task_type, error) from None
+
+
+# Below this size a payload is copied out of orjson's buffer (see _json_bytes); above it
+# the copy would cost more than the few KiB it saves.
+_COMPACT_BELOW = 64 * 1024
+
+
+def _json_bytes(payload: object) -> bytes:
+    """``payload`` as JSON, in a bytes object of its own size.
+
+    orjson hands back its result in the buffer it wrote into, which keeps at least 4 KiB
+    of the process's memory for as long as the bytes live, however short the JSON. A task
+    keeps its payload, so 20,000 tasks built for ``enqueue_many`` held over 80 MB, and
+    filling that fresh memory made building them five times slower. A copy of a small
+    result lives in Python's own small-object memory, and the buffer is freed at once
+    (and reused by the next encode).
+    """
+    encoded = orjson.dumps(payload)
+    if len(encoded) < _COMPACT_BELOW:
+        return memoryview(encoded).tobytes()
+    return encoded
 
 
 def _not_serialisable(task_type: str, error: TypeError) -> TypeError:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,3 +81,36 @@ def test_payload_shapes() -> None:
         Task("  ")
     with pytest.raises(TypeError, match="headers must map str to str"):
         Task("t", headers={"a": 1})  # type: ignore[dict-item]
+
+
+def test_payload_bytes_match_the_json_and_a_big_one_is_kept_whole() -> None:
+    big = {"blob": "x" * 100_000}
+    assert Task("t", {"a": "é"}).payload == '{"a":"é"}'.encode()
+    assert Task("t", big).json() == big
+
+
+_MANY_TASKS = textwrap.dedent(
+    """
+    import asyncq
+
+    def rss_kib():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+    before = rss_kib()
+    tasks = [asyncq.Task("email", {"to": index, "n": 1.5}) for index in range(20_000)]
+    print(rss_kib() - before)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_tasks_built_for_a_batch_hold_little_memory() -> None:
+    # A batch of small tasks is built before enqueue_many sends it: each one should cost
+    # a few hundred bytes, not the 4 KiB buffer a JSON encoder may hand back.
+    grown_kib = int(
+        subprocess.run(
+            [sys.executable, "-c", _MANY_TASKS], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert grown_kib < 20_000 * 1.0  # under 1 KiB per task; an encoder buffer each is 4+
