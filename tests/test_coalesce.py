@@ -1,5 +1,6 @@
-"""The coalescer behind single enqueues: a lone call goes at once; calls that arrive while
-something is out form groups per turn of the loop; two are in flight at most."""
+"""The coalescer behind single enqueues: a lone call goes at once while traffic is light;
+other calls form groups per turn of the loop, split in halves when big; two are in flight
+at most."""
 
 from __future__ import annotations
 
@@ -104,3 +105,45 @@ async def test_a_burst_larger_than_a_group_goes_out_in_several_groups_at_once() 
     assert sorted(recorder.groups) == [[0], [1, 2, 3], [4, 5]]
     recorder.release.set()
     assert await asyncio.gather(*calls) == [0, 10, 20, 30, 40, 50]
+
+
+async def test_after_a_group_comes_back_the_next_call_waits_for_its_turn_to_gather() -> None:
+    # Under load, the first caller after a group's reply must not go alone: the callers
+    # that follow it in the same turn would all pile into one big group.
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # [0] alone, [1, 2, 3]
+    assert await asyncio.gather(*(coalescer.submit(n) for n in (7, 8, 9))) == [70, 80, 90]
+    assert recorder.groups[-1] == [7, 8, 9]
+
+
+async def test_calls_one_at_a_time_go_alone_again_once_a_single_call_went_out() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # the last send: three
+    await coalescer.submit(5)  # waits for its turn once, and goes as a group of one
+    await asyncio.gather(coalescer.submit(6), coalescer.submit(7))
+    assert recorder.groups[-3] == [5]
+    assert sorted(recorder.groups[-2:]) == [[6], [7]]  # 6 went alone, at once
+
+
+async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None:
+    # Two groups of 16 keep both sides busy: Redis stores one while the caller's side
+    # handles the other. One group of 32 would leave each side idle in turn.
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, split_from=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # traffic is not light
+    recorder.release.clear()
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
+    await _until(lambda: len(recorder.groups) == 4)
+    assert recorder.groups[2:] == [list(range(16)), list(range(16, 32))]  # both out at once
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(32)]
+
+
+async def test_a_group_below_the_split_size_goes_whole() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, split_from=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
+    assert recorder.groups[-1] == list(range(15))
