@@ -141,6 +141,7 @@ def main() -> int:
         },
         "parameters": settings.parameters(),
         "runs": outcome["runs"],
+        "method_ceiling": outcome["method_ceiling"],
     }
     json_path = report.write_json(doc, name)
     png_path = draw(doc, json_path.with_suffix(".png"))

@@ -4,7 +4,9 @@
 
 - ``single``: ``count`` single enqueues, ``in_flight`` at a time (gather + semaphore);
 - ``batch``: the library's batch API (all tasks in one call unless ``batch_size`` is set);
-- ``paced``: one enqueue every ``1/rate`` s, for the pickup-latency scenario.
+- ``paced``: one enqueue every ``1/rate`` s, for the pickup-latency scenario;
+- ``ceiling``: the ``single`` method with no library at all (each call only waits one turn
+  of the event loop): the most calls/s that method can show on this machine.
 
 It prints one ``result`` event (or ``error``); connecting and closing are not timed.
 """
@@ -16,13 +18,17 @@ import time
 
 from benchmarks.libs import load_adapter
 from benchmarks.libs.base import BatchUnsupportedError
-from benchmarks.measure import enqueue_concurrently, enqueue_paced
+from benchmarks.measure import enqueue_concurrently, enqueue_paced, one_turn
 from benchmarks.protocol import emit, run_child
 from benchmarks.spec import ChildSpec
 
 
 async def drive(spec: ChildSpec) -> None:
     """Connect, run the mode, report, close."""
+    if spec.mode == "ceiling":
+        seconds = await enqueue_concurrently(one_turn, spec.count, spec.in_flight)
+        emit("result", count=spec.count, seconds=seconds, tasks_per_s=spec.count / seconds)
+        return
     adapter = load_adapter(spec)
     await adapter.open_client()
     try:

@@ -109,6 +109,30 @@ def notes(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def ceiling_note(doc: dict[str, Any]) -> str:
+    """The one-by-one method's own limit on this machine, and asyncq's column against it."""
+    ceiling = (doc.get("method_ceiling") or {}).get("single_per_s")
+    if not ceiling:
+        return ""
+    out = [
+        f"The one-by-one method alone (`gather` + semaphore, {doc['parameters']['in_flight']}"
+        f" in flight, each call only waiting one turn of the event loop, no library) runs at"
+        f" {ceiling:,.0f} calls/s on this machine: no library can show more in that column."
+    ]
+    single = _path("enqueue_single", "tasks_per_s")
+    for topology in ("standalone", "cluster"):
+        here = [r for r in _measured(doc) if r["topology"] == topology and single(r)]
+        mine = next((single(r) for r in here if r["library"] == "asyncq"), None)
+        best = max((single(r) for r in here if r["library"] != "asyncq"), default=None)
+        if mine and best:
+            out.append(
+                f"{topology.capitalize()}: asyncq reaches {mine / ceiling:.0%} of it; five"
+                f" times the best peer would be {5 * best:,.0f} calls/s"
+                f" ({5 * best / ceiling:.0%} of it)."
+            )
+    return " ".join(out)
+
+
 def ratios(doc: dict[str, Any]) -> str:
     """asyncq's value against the best peer's, per metric and topology."""
     runs = _measured(doc)
@@ -169,6 +193,9 @@ def summary(doc: dict[str, Any]) -> str:
         "",
         compared,
     ]
+    ceiling = ceiling_note(doc)
+    if ceiling:
+        parts += ["", ceiling]
     return "\n".join(parts)
 
 

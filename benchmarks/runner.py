@@ -355,8 +355,27 @@ def run(settings: Settings) -> dict[str, Any]:
                 runs.append(record)
         finally:
             target.close()
+    ceiling = _method_ceiling(settings, pythons, log_dir)
     if failures:
         print(f"child logs (stderr of every worker and driver): {log_dir}", flush=True)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
-    return {"runs": runs, "redis_versions": redis_versions}
+    return {"runs": runs, "redis_versions": redis_versions, "method_ceiling": ceiling}
+
+
+def _method_ceiling(settings: Settings, pythons: dict[str, Path], log_dir: Path) -> dict[str, Any]:
+    """The one-by-one method with no library in it (best of three driver runs): the most
+    enqueue calls/s any library can show here, to read the one-by-one column against."""
+    lib = "asyncq" if "asyncq" in pythons else next(iter(pythons))
+    spec = ChildSpec(
+        lib=lib, topology="standalone", queue="", mode="ceiling",
+        count=settings.tasks, in_flight=settings.in_flight,
+    )  # fmt: skip
+    rates = [
+        run_driver(pythons[lib], spec, log_dir, timeout=60.0 * settings.timeout_scale)[
+            "tasks_per_s"
+        ]
+        for _ in range(3)
+    ]
+    print(f"== one-by-one method alone (no library): {max(rates):,.0f} calls/s", flush=True)
+    return {"single_per_s": max(rates), "runs": rates}

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Topology = Literal["standalone", "cluster"]
-DriverMode = Literal["single", "batch", "paced"]
+DriverMode = Literal["single", "batch", "paced", "ceiling"]
 Workload = Literal["noop", "sleep"]
 
 #: The task name every adapter registers; all benchmark tasks carry ``{"t": wall time}``.
