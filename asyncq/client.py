@@ -32,7 +32,7 @@ from asyncq.errors import (
     TaskIdConflictError,
     TaskNotFoundError,
 )
-from asyncq.task import Task, TaskInfo, TaskState
+from asyncq.task import Task, TaskInfo, TaskState, new_task_info
 
 __all__ = ["Client", "EnqueueResult"]
 
@@ -424,20 +424,13 @@ class Client:
             raise TaskIdConflictError(opts.queue, p.task_id)
         assert code in (ENQUEUED, ID_CONFLICT)
         timeout, deadline, next_at, retention = self._shared_fields(p)
-        return TaskInfo(
-            id=p.task_id,
-            queue=opts.queue,
-            type=p.task.type,
-            payload=p.task.payload,
-            headers=dict(p.task.headers),
-            state=p.state,
-            max_retry=opts.max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            group=opts.group,
-            next_process_at=next_at,
-            retention=retention,
-        )
+        # Every field, in TaskInfo's order (new_task_info checks nothing; see task.py).
+        return new_task_info(
+            p.task_id, opts.queue, p.task.type, p.task.payload, p.state, opts.max_retry,
+            0, dict(p.task.headers), "", None,  # retried, headers, last_error, last_failed_at
+            timeout, deadline, opts.group, next_at, retention,
+            None, None, False,  # completed_at, result, is_orphaned
+        )  # fmt: skip
 
     def _shared_fields(self, p: _Prepared) -> _SharedFields:
         """The TaskInfo fields that follow from the options and the time alone. The last

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from asyncq._options import DEFAULT_TIMEOUT, resolve
 from asyncq.errors import InvalidOptionError, InvalidQueueNameError
-from asyncq.task import Task
+from asyncq.task import Task, TaskInfo, new_task_info
 
 NOW = 1_800_000_000.0
 
@@ -114,3 +115,12 @@ def test_tasks_built_for_a_batch_hold_little_memory() -> None:
         ).stdout
     )
     assert grown_kib < 20_000 * 1.0  # under 1 KiB per task; an encoder buffer each is 4+
+
+
+def test_the_quick_task_info_builder_sets_every_field_as_the_constructor_does() -> None:
+    values = tuple(f"value of {f.name}" for f in fields(TaskInfo))
+    built = new_task_info(*values)
+    assert built == TaskInfo(*values)
+    assert [getattr(built, f.name) for f in fields(TaskInfo)] == list(values)
+    with pytest.raises(FrozenInstanceError):
+        built.queue = "other"  # type: ignore[misc]
