@@ -111,7 +111,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         """How many waiting calls the group now leaving takes: half of them when it would
         be the only one out and they are many, so the rest follow as a second group."""
         waiting = len(self._waiting)
-        if self._in_flight == 1 and waiting >= self._split_from:
+        if self._in_flight == 1 < self._max_in_flight and waiting >= self._split_from:
             return min((waiting + 1) // 2, self._max_group)
         return self._max_group
 

@@ -147,3 +147,11 @@ async def test_a_group_below_the_split_size_goes_whole() -> None:
     await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
     await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
     assert recorder.groups[-1] == list(range(15))
+
+
+async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, max_in_flight=1, split_from=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    await asyncio.gather(*(coalescer.submit(n) for n in range(32)))
+    assert recorder.groups[-1] == list(range(32))
