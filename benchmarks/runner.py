@@ -371,11 +371,7 @@ def _method_ceiling(settings: Settings, pythons: dict[str, Path], log_dir: Path)
         lib=lib, topology="standalone", queue="", mode="ceiling",
         count=settings.tasks, in_flight=settings.in_flight,
     )  # fmt: skip
-    rates = [
-        run_driver(pythons[lib], spec, log_dir, timeout=60.0 * settings.timeout_scale)[
-            "tasks_per_s"
-        ]
-        for _ in range(3)
-    ]
+    timeout = 60.0 * settings.timeout_scale
+    rates = [run_driver(pythons[lib], spec, log_dir, timeout)["tasks_per_s"] for _ in range(3)]
     print(f"== one-by-one method alone (no library): {max(rates):,.0f} calls/s", flush=True)
     return {"single_per_s": max(rates), "runs": rates}
