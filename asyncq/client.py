@@ -99,10 +99,6 @@ class EnqueueResult:
         return f"EnqueueResult(task={self.task!r}, {outcome})"
 
 
-# A single enqueue waiting for its group: task id, message, and whether the id is generated.
-_Single = tuple[str, bytes, bool]
-
-
 @dataclass(slots=True)
 class _Prepared:
     """A task checked and encoded, ready to be written."""
@@ -145,7 +141,7 @@ class Client:
         self.connector = connector
         self._broker = Broker(connector)
         self._clock: Clock = clock or SystemClock()
-        self._batchers: dict[str, Coalescer[_Single, int]] = {}
+        self._batchers: dict[str, Coalescer[_Prepared, int]] = {}
         self._fields_cache: _FieldsCache | None = None
         self._plans: dict[tuple[tuple[str, object], ...], tuple[_Prepared, MessageTemplate]] = {}
 
@@ -189,7 +185,7 @@ class Client:
             await self._broker.register_queue(prepared.opts.queue)
         if prepared.plain:
             batcher = self._batcher(prepared.keys)
-            code = await batcher.submit((prepared.task_id, prepared.msg, prepared.generated_id))
+            code = await batcher.submit(prepared)
         else:
             code = await self._write_one(prepared)
         return self._outcome(prepared, code)
@@ -376,14 +372,14 @@ class Client:
             plan = self._plans[key] = (shared, self._template(shared))
         return plan
 
-    def _batcher(self, keys: QueueKeys) -> Coalescer[_Single, int]:
+    def _batcher(self, keys: QueueKeys) -> Coalescer[_Prepared, int]:
         batcher = self._batchers.get(keys.name)
         if batcher is None:
 
-            async def flush(items: list[_Single]) -> list[int]:
-                task_ids = [task_id for task_id, _, _ in items]
-                messages = [msg for _, msg, _ in items]
-                fresh = all(generated for _, _, generated in items)
+            async def flush(items: list[_Prepared]) -> list[int]:
+                task_ids = [p.task_id for p in items]
+                messages = [p.msg for p in items]
+                fresh = all(p.generated_id for p in items)
                 return await self._broker.enqueue_batch(
                     keys, task_ids, messages, self._clock.time_ns(), fresh_ids=fresh
                 )
