@@ -8,11 +8,11 @@ at once, so Redis stores one while this side handles the other's replies; calls 
 arrive while both are out wait, and go together as soon as one returns.
 
 Under load the two groups should be about the same size: then each side works while the
-other does. A group that would go out alone with many calls is split in two halves, sent
-one after the other; and the first call after a group came back does not go alone, which
-would leave all the others in one big group (measured: 32 callers settled into groups of
-1 and 31, with this side idle a tenth of the time; halves of 16 gave a third more calls
-per second).
+other does. So when many calls wait, a group takes half of all the calls out or waiting
+(the rest follow as soon as there is room); and the first call after a group came back
+does not go alone, which would leave all the others in one big group (measured: 32
+callers settled into groups of 1 and 31, with this side idle a tenth of the time; halves
+of 16 gave a third more calls per second).
 
 Groups are sent from tasks of their own, so a caller that is cancelled (a web request
 that timed out, say) takes nobody else's call down with it; its own item may still be
@@ -46,21 +46,28 @@ class Coalescer(Generic[ItemT, ResultT]):
         max_in_flight: int = 2,
         split_from: int = 16,
     ) -> None:
+        if min(max_group, max_in_flight, split_from) < 1:
+            raise ValueError("max_group, max_in_flight and split_from must be at least 1")
         self._flush = flush
         self._max_group = max_group
         self._max_in_flight = max_in_flight
         self._split_from = split_from
-        self._last_send_size = 1  # calls carried by the last send: 1 means light traffic
+        # Calls carried by the last send: 1 says traffic is light (a rough sign only).
+        self._last_send_size = 1
         self._waiting: Waiting[ItemT, ResultT] = []
-        self._in_flight = 0
+        self._in_flight = 0  # sends on their way (lone calls and groups)
+        self._calls_out = 0  # calls those sends carry
         self._forming = False  # a group goes out at the end of this turn of the loop
         self._senders: set[asyncio.Task[None]] = set()
 
     def submit(self, item: ItemT) -> Awaitable[ResultT]:
         """Send ``item`` now if nothing is out and traffic is light, else with whatever
-        else is waiting; await what this returns, at once, for the item's result."""
+        else is waiting; await what this returns, at once, for the item's result. (A lone
+        call counts as on its way from this moment: an awaitable dropped unawaited would
+        hold its place for good.)"""
         if self._in_flight == 0 and not self._forming and self._last_send_size == 1:
             self._in_flight += 1  # counted now, so calls later in this turn form a group
+            self._calls_out += 1
             return self._alone(item)
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
@@ -73,26 +80,29 @@ class Coalescer(Generic[ItemT, ResultT]):
             (result,) = await self._flush([item])
             return result
         finally:
-            self._returned()
+            self._returned(1)
 
     def _start_group(self) -> None:
         """Start the sender of the next group. Its first step runs at the end of this turn
         of the loop, and takes every item that has arrived by then."""
         self._forming = True
-        self._in_flight += 1
+        self._in_flight += 1  # its place is taken now; its calls are counted when it goes
         sender = asyncio.get_running_loop().create_task(self._send())
         self._senders.add(sender)
         sender.add_done_callback(self._senders.discard)
 
     async def _send(self) -> None:
         self._forming = False
-        group = self._waiting[: self._group_size()]
+        group = self._waiting[: self._group_limit()]
         del self._waiting[: len(group)]
+        self._calls_out += len(group)
         self._last_send_size = len(group)
         if self._waiting and self._in_flight < self._max_in_flight:
             self._start_group()  # more than one group's worth arrived in this turn
         try:
             results = await self._flush([item for item, _ in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"flush gave {len(results)} results for {len(group)} items")
         except BaseException as error:
             # Handed to every caller of the group; only cancellation goes further.
             for _, future in group:
@@ -102,20 +112,24 @@ class Coalescer(Generic[ItemT, ResultT]):
                 raise
             return
         finally:
-            self._returned()
+            self._returned(len(group))
         for (_, future), result in zip(group, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
-    def _group_size(self) -> int:
-        """How many waiting calls the group now leaving takes: half of them when it would
-        be the only one out and they are many, so the rest follow as a second group."""
+    def _group_limit(self) -> int:
+        """The most waiting calls the group now leaving may take. When many wait, it takes
+        half of all the calls out or waiting, so that the two sends in flight carry about
+        as many each: nothing out and 32 waiting go as 16 now and 16 at once after; a lone
+        call out and 31 waiting, as 16 now and 15 when the lone call is back; groups of 11
+        and 21 become 16 and 16 within a round."""
         waiting = len(self._waiting)
-        if self._in_flight == 1 < self._max_in_flight and waiting >= self._split_from:
-            return min((waiting + 1) // 2, self._max_group)
-        return self._max_group
+        if self._max_in_flight == 1 or waiting < self._split_from:
+            return self._max_group
+        return min(-(-(waiting + self._calls_out) // 2), self._max_group)
 
-    def _returned(self) -> None:
+    def _returned(self, calls: int) -> None:
         self._in_flight -= 1
+        self._calls_out -= calls
         if self._waiting and not self._forming:
             self._start_group()  # what arrived while both were out goes now

@@ -65,6 +65,7 @@ def _json_bytes(payload: object) -> bytes:
     """
     encoded = orjson.dumps(payload)
     if len(encoded) < _COMPACT_BELOW:
+        # A real copy: bytes(encoded) and encoded[:] hand back the same object.
         return memoryview(encoded).tobytes()
     return encoded
 
@@ -218,10 +219,12 @@ def _slot_builder(cls: type[Any]) -> Callable[..., Any]:
     time per call, and this builder saves about 6% of the call.
     """
     names = [f.name for f in fields(cls)]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    namespace.update({f"_set_{name}": cls.__dict__[name].__set__ for name in names})
-    body = "".join(f"    _set_{name}(info, {name})\n" for name in names)
-    source = f"def build({', '.join(names)}):\n    info = _new(_cls)\n{body}    return info\n"
+    # The function's own names start with "__", which no field name here does.
+    assert not any(name.startswith("__") for name in names)
+    namespace: dict[str, Any] = {"__new": object.__new__, "__cls": cls}
+    namespace.update({f"__set_{name}": cls.__dict__[name].__set__ for name in names})
+    body = "".join(f"    __set_{name}(__obj, {name})\n" for name in names)
+    source = f"def build({', '.join(names)}):\n    __obj = __new(__cls)\n{body}    return __obj\n"
     exec(source, namespace)
     build: Callable[..., Any] = namespace["build"]
     return build

@@ -117,7 +117,8 @@ def ceiling_note(doc: dict[str, Any]) -> str:
     out = [
         f"The one-by-one method alone (`gather` + semaphore, {doc['parameters']['in_flight']}"
         f" in flight, each call only waiting one turn of the event loop, no library) runs at"
-        f" {ceiling:,.0f} calls/s on this machine: no library can show more in that column."
+        f" {ceiling:,.0f} calls/s on this machine (best of three runs, in asyncq's"
+        f" environment): about the most any library can show in that column here."
     ]
     single = _path("enqueue_single", "tasks_per_s")
     for topology in ("standalone", "cluster"):

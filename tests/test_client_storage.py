@@ -16,12 +16,13 @@ from asyncq import (
     InvalidOptionError,
     Task,
     TaskIdConflictError,
+    TaskInfo,
     TaskState,
 )
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_message
 from asyncq._broker.scripts import load_script
-from asyncq.testing import eventually
+from asyncq.testing import ManualClock, eventually
 
 pytestmark = pytest.mark.usefixtures("connector")
 
@@ -227,3 +228,31 @@ async def test_a_resent_store_of_the_same_message_is_a_success(
     assert await run(args(b"mine", "0")) == 0  # a first send: the id is taken
     assert await run(args(b"mine", "1")) == 1  # a re-send finds its own message
     assert await run(args(b"other", "1")) == 0  # someone else's task keeps its id
+
+
+async def test_enqueue_returns_every_field_of_the_task_it_stored(
+    connector: Connector, queue_name: str
+) -> None:
+    # The returned TaskInfo is built field by field in TaskInfo's order; each field here
+    # has a value of its own, so a field put in another's place shows.
+    clock = ManualClock(1_800_000_000.25)
+    deadline = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    task = Task("email:send", {"to": 1}, headers={"trace": "abc"})
+    async with Client(connector, clock=clock) as client:
+        info = await client.enqueue(
+            task, queue=queue_name, max_retry=3, timeout=5, deadline=deadline, retention=60
+        )
+    assert info == TaskInfo(
+        id=info.id,
+        queue=queue_name,
+        type="email:send",
+        payload=b'{"to":1}',
+        state=TaskState.PENDING,
+        max_retry=3,
+        headers={"trace": "abc"},
+        timeout=timedelta(seconds=5),
+        deadline=deadline,
+        next_process_at=datetime.fromtimestamp(1_800_000_000.25, UTC),
+        retention=timedelta(seconds=60),
+    )
+    assert info.headers is not task.headers  # the caller may change its task afterwards

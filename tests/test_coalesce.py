@@ -155,3 +155,83 @@ async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> No
     await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
     await asyncio.gather(*(coalescer.submit(n) for n in range(32)))
     assert recorder.groups[-1] == list(range(32))
+
+
+async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush, split_from=16)
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
+    await _until(lambda: len(recorder.groups) == 2)
+    # The first went alone; beside it, half of the rest go now and half wait their turn.
+    assert recorder.groups == [[0], list(range(1, 17))]
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(32)]
+    assert recorder.groups[2:] == [list(range(17, 32))]
+
+
+async def test_exactly_the_split_size_with_nothing_out_goes_as_two_halves() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, split_from=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    await asyncio.gather(*(coalescer.submit(n) for n in range(16)))
+    assert recorder.groups[-2:] == [list(range(8)), list(range(8, 16))]
+
+
+async def test_never_more_sends_in_flight_than_allowed() -> None:
+    out = most = 0
+
+    async def flush(items: list[int]) -> list[int]:
+        nonlocal out, most
+        out += 1
+        most = max(most, out)
+        for _ in range(len(items) % 3 + 1):  # replies come back in a shuffled order
+            await asyncio.sleep(0)
+        out -= 1
+        return items
+
+    coalescer = Coalescer(flush, max_group=5, split_from=4)
+    limit = asyncio.Semaphore(24)
+
+    async def caller(n: int) -> int:
+        async with limit:
+            return await coalescer.submit(n)
+
+    assert await asyncio.gather(*(caller(n) for n in range(500))) == list(range(500))
+    assert most == 2
+
+
+async def test_a_flush_with_too_few_results_fails_its_callers_instead_of_hanging() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[1:]
+
+    coalescer = Coalescer(short)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit(n) for n in range(3)), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], ValueError)  # the lone call: no result to unpack
+    assert isinstance(outcomes[1], RuntimeError) and isinstance(outcomes[2], RuntimeError)
+    assert "flush gave 1 results for 2 items" in str(outcomes[1])
+
+
+def test_sizes_below_one_are_refused() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return items
+
+    with pytest.raises(ValueError, match="at least 1"):
+        Coalescer(flush, max_in_flight=0)
+
+
+async def test_uneven_groups_even_out_to_half_of_all_calls_each() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, split_from=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # traffic is not light
+    recorder.release.clear()
+    eleven = [asyncio.ensure_future(coalescer.submit(n)) for n in range(11)]
+    await _until(lambda: len(recorder.groups) == 3)
+    twenty_one = [asyncio.ensure_future(coalescer.submit(n)) for n in range(100, 121)]
+    await _until(lambda: len(recorder.groups) == 4)
+    assert [len(group) for group in recorder.groups[2:]] == [11, 16]  # 32 calls: 16 a send
+    recorder.release.set()
+    await asyncio.gather(*eleven, *twenty_one)
+    assert recorder.groups[4:] == [list(range(116, 121))]

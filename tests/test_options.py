@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from asyncq._options import DEFAULT_TIMEOUT, resolve
@@ -84,10 +85,21 @@ def test_payload_shapes() -> None:
         Task("t", headers={"a": 1})  # type: ignore[dict-item]
 
 
-def test_payload_bytes_match_the_json_and_a_big_one_is_kept_whole() -> None:
-    big = {"blob": "x" * 100_000}
-    assert Task("t", {"a": "é"}).payload == '{"a":"é"}'.encode()
-    assert Task("t", big).json() == big
+def test_a_small_json_payload_is_a_copy_and_a_big_one_is_kept_as_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[bytes] = []
+    real_dumps = orjson.dumps
+
+    def spy(value: object) -> bytes:
+        encoded.append(real_dumps(value))
+        return encoded[-1]
+
+    monkeypatch.setattr(orjson, "dumps", spy)
+    small = Task("t", {"a": "é"}).payload
+    big = Task("t", {"blob": "x" * 100_000}).payload
+    assert small == '{"a":"é"}'.encode() and small is not encoded[0]
+    assert big is encoded[1]
 
 
 _MANY_TASKS = textwrap.dedent(
