@@ -241,6 +241,47 @@ async def test_worker_acknowledges_in_groups(
     assert calls < 400, f"{calls} script calls for 400 tasks"
 
 
+async def test_a_busy_worker_keeps_two_dequeues_on_their_way_for_half_the_slots_each(
+    connector: Connector, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis runs one dequeue while the worker starts the other's handlers; the tasks and
+    # the stored state end as with one dequeue at a time, and no dequeue record is left.
+    on_their_way = most = 0
+    asked: list[int] = []
+    real_dequeue = Broker.dequeue
+
+    async def observed(self: Broker, keys: Any, count: int, lease_expiry: int) -> Any:
+        nonlocal on_their_way, most
+        on_their_way += 1
+        most = max(most, on_their_way)
+        asked.append(count)
+        try:
+            return await real_dequeue(self, keys, count, lease_expiry)
+        finally:
+            on_their_way -= 1
+
+    monkeypatch.setattr(Broker, "dequeue", observed)
+    handled: list[int] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        handled.append(task.json()["i"])
+
+    async with Client(connector) as client:
+        await client.enqueue_many([Task("t", {"i": i}) for i in range(600)], queue=queue_name)
+    async with running_server(connector, mux, {queue_name: 1}, concurrency=32):
+        await eventually(lambda: _processed_is(connector, queue_name, 600), within=30)
+    assert sorted(handled) == list(range(600))
+    assert (most, max(asked)) == (2, 16)
+    redis = connector.client
+    assert await redis.llen(key(queue_name, "pending")) == 0
+    assert await redis.llen(key(queue_name, "active")) == 0
+    assert await redis.zcard(key(queue_name, "lease")) == 0
+    records = [k async for k in redis.scan_iter(match=key(queue_name, "dequeue:*"))]
+    assert records == []
+
+
 async def test_a_success_past_its_lease_is_left_to_the_recoverer(
     connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

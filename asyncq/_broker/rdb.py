@@ -60,7 +60,9 @@ class Broker:
         self.connector = connector
         self._keys: dict[str, QueueKeys] = {}
         self._registered: dict[str, float] = {}
-        self._dequeue_records: dict[str, str] = {}  # queue -> record of its last dequeue
+        # queue -> records of its answered dequeues not yet deleted (one per call in flight
+        # at most: each call deletes one)
+        self._dequeue_records: dict[str, list[str]] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         """The (cached) keys of ``queue``; raises ``InvalidQueueNameError`` for a bad name."""
@@ -195,7 +197,8 @@ class Broker:
         """The keys and arguments of one dequeue script call (for a caller that sends it
         itself); hand its reply to ``dequeue_taken``."""
         record = f"{keys.prefix}dequeue:{new_task_id()}"
-        previous = self._dequeue_records.pop(keys.name, "")
+        answered = self._dequeue_records.get(keys.name)
+        previous = answered.pop(0) if answered else ""
         script_keys = [keys.pending, keys.paused, keys.active, keys.lease, record]
         return script_keys, [lease_expiry, keys.task_prefix, count, DEQUEUE_RECORD_TTL, previous]
 
@@ -207,7 +210,7 @@ class Broker:
         if not isinstance(reply, list):
             return []
         if reply:
-            self._dequeue_records[keys.name] = record
+            self._dequeue_records.setdefault(keys.name, []).append(record)
         return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def done(self, keys: QueueKeys, task_id: str, unique_key: str, now: float) -> bool:
@@ -226,7 +229,8 @@ class Broker:
 
     async def forget_dequeues(self) -> None:
         """Delete the records of the last dequeues (a stopping worker leaves no extra key)."""
-        records, self._dequeue_records = list(self._dequeue_records.values()), {}
+        records = [record for kept in self._dequeue_records.values() for record in kept]
+        self._dequeue_records = {}
         for record in records:
             await self.connector.execute("DEL", record)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_message
@@ -36,6 +37,10 @@ __all__ = ["Dispatcher", "compute_deadline"]
 
 DEFAULT_TIMEOUT = 1800
 MAX_BATCH = 64  # tasks taken by one dequeue call at most
+# Dequeues on their way at once. With one, the worker sat idle while Redis ran it (half
+# of a busy worker's time); with two, each for half of the slots, Redis runs one while
+# the worker starts the other's handlers and acknowledges them.
+MAX_FETCHES = 2
 LATEST_DEADLINE = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not a busy loop
 
@@ -52,6 +57,14 @@ def compute_deadline(msg: TaskMessage, now: float) -> float:
     else:
         deadline = now + DEFAULT_TIMEOUT
     return min(deadline, LATEST_DEADLINE)
+
+
+class _Fetch(NamedTuple):
+    """A dequeue on its way: its call, the slots it holds, and the lease it writes."""
+
+    call: asyncio.Future[tuple[list[tuple[QueueKeys, str, bytes]], bool]]
+    wanted: int
+    lease_expiry: int
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -85,6 +98,8 @@ class Dispatcher:
         self.jobs = jobs
         self.finisher = finisher
         self.slots = Slots(config.concurrency, on_free=self._slot_freed)
+        # Each dequeue asks for half of the slots, so that two can be on their way.
+        self._per_fetch = max(1, min(MAX_BATCH, config.concurrency // MAX_FETCHES))
         self.deadlines = Deadlines(jobs)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -169,32 +184,58 @@ class Dispatcher:
             self.watches.close()
 
     async def _fetch_until_stopped(self) -> None:
-        emptied = False  # a watch has just found every queue empty: no need to look again
-        while not self._stop.is_set():
-            if self.slots.free == 0:
-                await self._idle(None)  # until a slot frees up (or a stop)
-                continue
-            if emptied:
-                emptied = await self._wait_for_tasks()
-                continue
-            wanted = self.slots.take(MAX_BATCH)
-            # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
-            self._wake.clear()
-            lease_expiry = int(self.clock.time() + self.config.lease_duration)
-            found, failed = await self._fetch(wanted, lease_expiry)
-            if len(found) < wanted:
-                self.slots.give(wanted - len(found))
-            if found:
-                await self._launch_all(found, float(lease_expiry))
-            if failed and not found:
-                # Every queue failed (Redis down, busy or out of memory): pause instead of
-                # spinning, then try again. Nothing taken so far is dropped.
-                await self._idle(ERROR_BACKOFF)
-            elif len(found) < wanted and not failed:
-                # Every queue was emptied: looking again at once would only cost an empty
-                # round trip, and hold up the handlers just started. A new task wakes the
-                # loop (a wake-up during the dequeue is kept), and the poll finds the rest.
-                emptied = await self._wait_for_tasks()
+        emptied = False  # the last look found every queue empty: no need to look again
+        fetches: list[_Fetch] = []  # dequeues on their way, oldest first
+        try:
+            while not self._stop.is_set():
+                while not emptied and self.slots.free and len(fetches) < MAX_FETCHES:
+                    fetches.append(self._start_fetch())
+                if not fetches:
+                    if self.slots.free == 0:
+                        await self._idle(None)  # until a slot frees up (or a stop)
+                    elif emptied:
+                        emptied = await self._wait_for_tasks()
+                    continue
+                oldest = fetches[0]
+                if not oldest.call.done():
+                    # A freed slot may start the second dequeue before this one is back.
+                    await self._idle(None)
+                    continue
+                fetches.pop(0)
+                emptied = await self._fetched(oldest)  # the latest look decides
+        finally:
+            for fetch in fetches:  # a dequeue in flight at a stop completes, and its tasks run
+                await asyncio.wait({fetch.call})
+                await self._fetched(fetch)
+
+    def _start_fetch(self) -> _Fetch:
+        """Take slots and send a dequeue for them; its reply wakes the loop."""
+        wanted = self.slots.take(self._per_fetch)
+        # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
+        self._wake.clear()
+        lease_expiry = int(self.clock.time() + self.config.lease_duration)
+        call = asyncio.ensure_future(self._fetch(wanted, lease_expiry))
+        call.add_done_callback(lambda _: self._slot_freed())
+        return _Fetch(call, wanted, lease_expiry)
+
+    async def _fetched(self, fetch: _Fetch) -> bool:
+        """Launch what a dequeue took and give back the slots it did not fill; returns
+        True when it emptied every queue (the next step is a wait, not a dequeue)."""
+        found, failed = fetch.call.result()
+        wanted = fetch.wanted
+        if len(found) < wanted:
+            self.slots.give(wanted - len(found))
+        if found:
+            await self._launch_all(found, float(fetch.lease_expiry))
+        if failed and not found:
+            # Every queue failed (Redis down, busy or out of memory): pause instead of
+            # spinning, then try again. Nothing taken so far is dropped.
+            await self._idle(ERROR_BACKOFF)
+            return False
+        # Every queue was emptied: looking again at once would only cost an empty round
+        # trip, and hold up the handlers just started. A new task wakes the loop (a
+        # wake-up during the dequeue is kept), and the poll finds the rest.
+        return len(found) < wanted and not failed
 
     async def _wait_for_tasks(self) -> bool:
         """Every queue is empty: wait for a new task, in Redis when possible (see
