@@ -94,19 +94,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _reexec_in_venv() -> None:
-    """Replace this process by the same command under .venv-bench's interpreter."""
-    python = venvs.ensure(venvs.SHARED)
-    os.environ["PYTHONPATH"] = str(venvs.ROOT)
-    os.chdir(venvs.ROOT)
-    os.execv(python, [str(python), "-m", "benchmarks", *sys.argv[1:]])
-
-
 def main() -> int:
     """Parse, run, report."""
     args = parser().parse_args()
     if not args.no_venv and not venvs.running_in(venvs.SHARED):
-        _reexec_in_venv()
+        venvs.reexec_in_shared("benchmarks")
 
     # Imported only here: they need packages that live in .venv-bench.
     from benchmarks import machine, report, runner

@@ -24,6 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import venvs
+
+if __name__ == "__main__" and not venvs.running_in(venvs.SHARED):
+    # Any Python can start it, as ``python -m benchmarks``: asyncq's dependencies live in
+    # .venv-bench, so the command moves there before importing asyncq.
+    venvs.reexec_in_shared("benchmarks.memory")
+
 import asyncq
 from asyncq.testing import LocalRedisCluster, RedisServerProcess
 

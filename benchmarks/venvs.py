@@ -9,6 +9,7 @@ what was installed, so an edited requirements file reinstalls on the next run.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tomllib
@@ -92,3 +93,12 @@ def ensure(name: str, log: Callable[[str], None] = print) -> Path:
 def running_in(name: str) -> bool:
     """Whether this interpreter is environment ``name``'s."""
     return Path(sys.prefix).resolve() == venv_dir(name).resolve()
+
+
+def reexec_in_shared(module: str) -> None:
+    """Replace this process by ``python -m module`` with the same arguments, under
+    ``.venv-bench``'s interpreter (created first if need be), from the repository root."""
+    python = ensure(SHARED)
+    os.environ["PYTHONPATH"] = str(ROOT)
+    os.chdir(ROOT)
+    os.execv(python, [str(python), "-m", module, *sys.argv[1:]])
