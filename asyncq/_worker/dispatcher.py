@@ -184,29 +184,39 @@ class Dispatcher:
             self.watches.close()
 
     async def _fetch_until_stopped(self) -> None:
-        emptied = False  # the last look found every queue empty: no need to look again
         fetches: list[_Fetch] = []  # dequeues on their way, oldest first
         try:
-            while not self._stop.is_set():
-                while not emptied and self.slots.free and len(fetches) < MAX_FETCHES:
-                    fetches.append(self._start_fetch())
-                if not fetches:
-                    if self.slots.free == 0:
-                        await self._idle(None)  # until a slot frees up (or a stop)
-                    elif emptied:
-                        emptied = await self._wait_for_tasks()
-                    continue
-                oldest = fetches[0]
-                if not oldest.call.done():
-                    # A freed slot may start the second dequeue before this one is back.
-                    await self._idle(None)
-                    continue
-                fetches.pop(0)
-                emptied = await self._fetched(oldest)  # the latest look decides
-        finally:
-            for fetch in fetches:  # a dequeue in flight at a stop completes, and its tasks run
-                await asyncio.wait({fetch.call})
-                await self._fetched(fetch)
+            await self._fetch_while_running(fetches)
+        except BaseException:
+            # Torn down (not stopped): as when one dequeue was awaited here, the ones on
+            # their way are dropped, and what they took waits for the recoverer.
+            for fetch in fetches:
+                fetch.call.cancel()
+            raise
+        for fetch in fetches:  # a dequeue on its way at a stop completes, and its tasks run
+            await asyncio.wait({fetch.call})
+            await self._fetched(fetch)
+
+    async def _fetch_while_running(self, fetches: list[_Fetch]) -> None:
+        """Keep up to two dequeues on their way while slots are free, launch what each
+        took in order, and wait for tasks when the queues are empty, until a stop."""
+        emptied = False  # the last look found every queue empty: no need to look again
+        while not self._stop.is_set():
+            while not emptied and self.slots.free and len(fetches) < MAX_FETCHES:
+                fetches.append(self._start_fetch())
+            if not fetches:
+                if self.slots.free == 0:
+                    await self._idle(None)  # until a slot frees up (or a stop)
+                elif emptied:
+                    emptied = await self._wait_for_tasks()
+                continue
+            oldest = fetches[0]
+            if not oldest.call.done():
+                # A freed slot may start the second dequeue before this one is back.
+                await self._idle(None)
+                continue
+            fetches.pop(0)
+            emptied = await self._fetched(oldest)  # the latest look decides
 
     def _start_fetch(self) -> _Fetch:
         """Take slots and send a dequeue for them; its reply wakes the loop."""
@@ -215,7 +225,7 @@ class Dispatcher:
         self._wake.clear()
         lease_expiry = int(self.clock.time() + self.config.lease_duration)
         call = asyncio.ensure_future(self._fetch(wanted, lease_expiry))
-        call.add_done_callback(lambda _: self._slot_freed())
+        call.add_done_callback(lambda _: self._slot_freed())  # wakes the loop, as a slot does
         return _Fetch(call, wanted, lease_expiry)
 
     async def _fetched(self, fetch: _Fetch) -> bool:
