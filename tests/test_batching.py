@@ -19,6 +19,7 @@ from asyncq import (
     InvalidOptionError,
     RedisClusterConnector,
     ServeMux,
+    Server,
     Task,
     TaskIdConflictError,
     TaskState,
@@ -440,3 +441,37 @@ async def client_with_ids(
 async def _calls(node: Any, command: str) -> int:
     stats = await node.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_dispatcher_torn_down_while_stopping_cancels_its_dequeues(
+    connector: Connector, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dequeues left running after their loop is gone would take (and lease) tasks that
+    # nobody runs; torn down, the loop cancels them, and the recoverer owns what they took.
+    held: list[int] = []
+    cancelled: list[int] = []
+
+    async def held_on_its_way(self: Broker, keys: Any, count: int, lease_expiry: int) -> Any:
+        held.append(count)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(count)
+            raise
+
+    async with Client(connector) as client:
+        await client.enqueue_many([Task("t") for _ in range(100)], queue=queue_name)
+    monkeypatch.setattr(Broker, "dequeue", held_on_its_way)
+    server = Server(connector, concurrency=32, queues={queue_name: 1})
+    await server.start(ServeMux())
+    try:
+        await eventually(lambda: len(held) == 2, within=10)
+        dispatcher = server._dispatcher
+        assert dispatcher is not None
+        dispatcher.request_stop()  # the loop now waits for the two dequeues...
+        await asyncio.sleep(0)
+        dispatcher.loop_task.cancel()  # ... and is torn down meanwhile
+        await asyncio.wait({dispatcher.loop_task})
+        assert sorted(cancelled) == [16, 16]
+    finally:
+        await server.shutdown()

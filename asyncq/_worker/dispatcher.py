@@ -11,6 +11,7 @@ success is handed to the finisher's grouped acknowledgements, and the task ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -187,15 +188,17 @@ class Dispatcher:
         fetches: list[_Fetch] = []  # dequeues on their way, oldest first
         try:
             await self._fetch_while_running(fetches)
+            while fetches:  # a dequeue on its way at a stop completes, and its tasks run
+                await asyncio.wait({fetches[0].call})
+                await self._fetched(fetches.pop(0))
         except BaseException:
             # Torn down (not stopped): as when one dequeue was awaited here, the ones on
             # their way are dropped, and what they took waits for the recoverer.
-            for fetch in fetches:
-                fetch.call.cancel()
+            calls = [fetch.call for fetch in fetches]
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
             raise
-        for fetch in fetches:  # a dequeue on its way at a stop completes, and its tasks run
-            await asyncio.wait({fetch.call})
-            await self._fetched(fetch)
 
     async def _fetch_while_running(self, fetches: list[_Fetch]) -> None:
         """Keep up to two dequeues on their way while slots are free, launch what each
@@ -239,8 +242,10 @@ class Dispatcher:
             await self._launch_all(found, float(fetch.lease_expiry))
         if failed and not found:
             # Every queue failed (Redis down, busy or out of memory): pause instead of
-            # spinning, then try again. Nothing taken so far is dropped.
-            await self._idle(ERROR_BACKOFF)
+            # spinning, then try again. Nothing taken so far is dropped. Only a stop ends
+            # the pause: the other dequeue failing too would otherwise halve it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), ERROR_BACKOFF)
             return False
         # Every queue was emptied: looking again at once would only cost an empty round
         # trip, and hold up the handlers just started. A new task wakes the loop (a
