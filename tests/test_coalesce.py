@@ -87,6 +87,14 @@ async def test_a_cancelled_caller_does_not_take_the_others_down() -> None:
     assert recorder.groups == [[1], [2, 3]]  # its item still went: it may have been written
 
 
+async def _after_a_burst(recorder: Recorder, **settings: int) -> Coalescer[int, int]:
+    """A coalescer whose last send carried several calls (traffic is not light): it has
+    sent [0] alone and then [1, 2, 3] together."""
+    coalescer: Coalescer[int, int] = Coalescer(recorder.flush, **settings)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    return coalescer
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Let the loop turn until ``condition()`` holds (the flush runs in its own task)."""
     for _ in range(100):
@@ -111,16 +119,14 @@ async def test_after_a_group_comes_back_the_next_call_waits_for_its_turn_to_gath
     # Under load, the first caller after a group's reply must not go alone: the callers
     # that follow it in the same turn would all pile into one big group.
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # [0] alone, [1, 2, 3]
+    coalescer = await _after_a_burst(recorder)
     assert await asyncio.gather(*(coalescer.submit(n) for n in (7, 8, 9))) == [70, 80, 90]
     assert recorder.groups[-1] == [7, 8, 9]
 
 
 async def test_calls_one_at_a_time_go_alone_again_once_a_single_call_went_out() -> None:
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # the last send: three
+    coalescer = await _after_a_burst(recorder)
     await coalescer.submit(5)  # waits for its turn once, and goes as a group of one
     await asyncio.gather(coalescer.submit(6), coalescer.submit(7))
     assert recorder.groups[-3] == [5]
@@ -131,8 +137,7 @@ async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None
     # Two groups of 16 keep both sides busy: Redis stores one while the caller's side
     # handles the other. One group of 32 would leave each side idle in turn.
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # traffic is not light
+    coalescer = await _after_a_burst(recorder, split_from=16)
     recorder.release.clear()
     calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
     await _until(lambda: len(recorder.groups) == 4)
@@ -143,16 +148,14 @@ async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None
 
 async def test_a_group_below_the_split_size_goes_whole() -> None:
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    coalescer = await _after_a_burst(recorder, split_from=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
     assert recorder.groups[-1] == list(range(15))
 
 
 async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> None:
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, max_in_flight=1, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    coalescer = await _after_a_burst(recorder, max_in_flight=1, split_from=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(32)))
     assert recorder.groups[-1] == list(range(32))
 
@@ -172,8 +175,7 @@ async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> 
 
 async def test_exactly_the_split_size_with_nothing_out_goes_as_two_halves() -> None:
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
+    coalescer = await _after_a_burst(recorder, split_from=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(16)))
     assert recorder.groups[-2:] == [list(range(8)), list(range(8, 16))]
 
@@ -224,8 +226,7 @@ def test_sizes_below_one_are_refused() -> None:
 
 async def test_uneven_groups_even_out_to_half_of_all_calls_each() -> None:
     recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(4)))  # traffic is not light
+    coalescer = await _after_a_burst(recorder, split_from=16)
     recorder.release.clear()
     eleven = [asyncio.ensure_future(coalescer.submit(n)) for n in range(11)]
     await _until(lambda: len(recorder.groups) == 3)
