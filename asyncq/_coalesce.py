@@ -126,7 +126,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         waiting = len(self._waiting)
         if self._max_in_flight == 1 or waiting < self._split_from:
             return self._max_group
-        return min(-(-(waiting + self._calls_out) // 2), self._max_group)
+        return min((waiting + self._calls_out + 1) // 2, self._max_group)
 
     def _returned(self, calls: int) -> None:
         self._in_flight -= 1
