@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -55,8 +55,9 @@ class ScriptLink(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: uvloop's TCP transport has every method of
+        # asyncio.Transport (write and abort are all a link uses) without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
@@ -72,17 +73,23 @@ class ScriptLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(LinkUnusable(f"connection lost: {exc or 'closed by the server'}"))
 
+    @property
+    def usable(self) -> bool:
+        """Whether the link is connected and can carry calls."""
+        return not self.closed and self._transport is not None
+
     # -- calls -------------------------------------------------------------------------------
 
     def call(self, args: Sequence[EncodableT]) -> asyncio.Future[Any]:
         """Send one command; the future gets its reply (a ``hiredis.ReplyError`` for an
         error reply) or fails with ``LinkUnusable``."""
-        if self.closed or self._transport is None:
+        transport = self._transport
+        if self.closed or transport is None:
             raise LinkUnusable("the link is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # hiredis's stubs declare a one-element tuple; any number of arguments is fine.
-        self._transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
+        transport.write(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
         self._waiting.append((future, loop.time() + self._reply_timeout))
         if self._watchdog is None:
             self._watchdog = loop.call_at(loop.time() + self._reply_timeout, self._check)
@@ -153,12 +160,16 @@ class ScriptLinks:
         """Run one command on the node at ``address``; raises ``LinkUnusable`` when the
         link cannot carry it (the caller then uses redis-py)."""
         link = self._links.get(address)
-        if link is None or link.closed:
+        if link is None or not link.usable:
             link = await self._open(address)
         reply = await link.call(args)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
             raise LinkUnusable(str(reply))
         return reply
+
+    def usable_addresses(self) -> list[str]:
+        """The node addresses whose link can carry calls now."""
+        return [address for address, link in self._links.items() if link.usable]
 
     def close(self) -> None:
         """Drop every link (the connector is closing)."""
@@ -201,6 +212,8 @@ class ScriptLinks:
                 lambda: ScriptLink(timeout), host.strip("[]"), int(port)
             )
         try:
+            if not link.usable:  # the loop gave the link no transport: leave it to redis-py
+                raise LinkUnusable("the connection gave no transport")
             await self._handshake(link)
         except BaseException:
             link.close()
