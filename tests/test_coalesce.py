@@ -137,7 +137,7 @@ async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None
     # Two groups of 16 keep both sides busy: Redis stores one while the caller's side
     # handles the other. One group of 32 would leave each side idle in turn.
     recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, split_from=16)
+    coalescer = await _after_a_burst(recorder, smallest_half=16)
     recorder.release.clear()
     calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
     await _until(lambda: len(recorder.groups) == 4)
@@ -146,16 +146,9 @@ async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None
     assert await asyncio.gather(*calls) == [n * 10 for n in range(32)]
 
 
-async def test_a_group_below_the_split_size_goes_whole() -> None:
-    recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, split_from=16)
-    await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
-    assert recorder.groups[-1] == list(range(15))
-
-
 async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> None:
     recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, max_in_flight=1, split_from=16)
+    coalescer = await _after_a_burst(recorder, max_in_flight=1, smallest_half=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(32)))
     assert recorder.groups[-1] == list(range(32))
 
@@ -163,7 +156,7 @@ async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> No
 async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> None:
     recorder = Recorder()
     recorder.release.clear()
-    coalescer = Coalescer(recorder.flush, split_from=16)
+    coalescer = Coalescer(recorder.flush, smallest_half=16)
     calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
     await _until(lambda: len(recorder.groups) == 2)
     # The first went alone; beside it, half of the rest go now and half wait their turn.
@@ -173,11 +166,14 @@ async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> 
     assert recorder.groups[2:] == [list(range(17, 32))]
 
 
-async def test_exactly_the_split_size_with_nothing_out_goes_as_two_halves() -> None:
+async def test_calls_too_few_for_two_halves_of_the_smallest_size_go_whole() -> None:
+    # Groups of 8 cost twice the sends of groups of 16 for the same calls.
     recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, split_from=16)
+    coalescer = await _after_a_burst(recorder, smallest_half=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(16)))
-    assert recorder.groups[-2:] == [list(range(8)), list(range(8, 16))]
+    assert recorder.groups[-1] == list(range(16))
+    await asyncio.gather(*(coalescer.submit(n) for n in range(31)))
+    assert recorder.groups[-1] == list(range(31))
 
 
 async def test_never_more_sends_in_flight_than_allowed() -> None:
@@ -192,7 +188,7 @@ async def test_never_more_sends_in_flight_than_allowed() -> None:
         out -= 1
         return items
 
-    coalescer = Coalescer(flush, max_group=5, split_from=4)
+    coalescer = Coalescer(flush, max_group=5, smallest_half=4)
     limit = asyncio.Semaphore(24)
 
     async def caller(n: int) -> int:
@@ -226,7 +222,7 @@ def test_sizes_below_one_are_refused() -> None:
 
 async def test_uneven_groups_even_out_to_half_of_all_calls_each() -> None:
     recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, split_from=16)
+    coalescer = await _after_a_burst(recorder, smallest_half=16)
     recorder.release.clear()
     eleven = [asyncio.ensure_future(coalescer.submit(n)) for n in range(11)]
     await _until(lambda: len(recorder.groups) == 3)
