@@ -254,6 +254,7 @@ async def test_server_refuses_a_sync_handler(connector: Connector) -> None:
         (["-q", "a=0"], "priority >= 1"),
         (["--redis-url", "redis://x:1/0", "--tls"], "use a rediss:// URL"),
         (["--redis-url", "redis://x:1/0", "--cluster-nodes", "x:1"], "not both"),
+        (["--loop", "trio"], "Invalid value for '--loop'"),
     ],
 )
 def test_worker_cli_refuses_bad_flags(args: list[str], message: str) -> None:

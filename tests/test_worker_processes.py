@@ -35,6 +35,10 @@ APP = textwrap.dedent(
         (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
         await asyncio.sleep(0.5)
         (MARKS / f"finished-{task.id}").write_text("done")
+
+    @mux.handler("loop")
+    async def loop(task):
+        (MARKS / f"loop-{task.id}").write_text(type(asyncio.get_running_loop()).__module__)
     """
 )
 
@@ -188,6 +192,42 @@ def test_wrong_target_exits_with_one_readable_line(
     )
     assert result.returncode != 0
     assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_worker_runs_on_uvloop_when_asked(
+    connector: Connector,
+    queue_name: str,
+    app_dir: Path,
+    start_worker: StartWorker,
+    request: pytest.FixtureRequest,
+) -> None:
+    proc = start_worker(*target_args(connector, request), "-q", queue_name, "--loop", "uvloop")
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("loop"), queue=queue_name)
+    mark = app_dir / "marks" / f"loop-{info.id}"
+    await eventually(mark.exists, within=20, what="the worker to run the task")
+    assert mark.read_text().startswith("uvloop")
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output and "Exception in callback" not in output
+
+
+def test_loop_uvloop_without_uvloop_is_one_readable_line(app_dir: Path) -> None:
+    (app_dir / "app.py").write_text("import asyncq\nmux = asyncq.ServeMux()\n")
+    (app_dir / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncq", "worker", "app:mux", "--loop", "uvloop"],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "--loop uvloop needs uvloop installed (pip install uvloop): no uvloop here" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 import click
 
@@ -124,6 +125,16 @@ def _parse_queues(values: tuple[str, ...]) -> dict[str, int]:
     show_default=True,
     help="Seconds an idle worker waits before looking at empty queues again.",
 )
+@click.option(
+    "--loop",
+    "loop_name",
+    type=click.Choice(["asyncio", "uvloop"]),
+    default="asyncio",
+    show_default=True,
+    envvar="ASYNCQ_LOOP",
+    show_envvar=True,
+    help="The event loop to run on (uvloop must be installed).",
+)
 def worker(
     target: str,
     cluster_nodes: str | None,
@@ -141,11 +152,13 @@ def worker(
     recoverer_interval: float,
     forward_interval: float,
     poll_interval: float,
+    loop_name: str,
 ) -> None:
     """Run a worker for the handlers of TARGET (module:attribute, e.g. app:mux)."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    loop_factory = _loop_factory(loop_name)
     mux = load_target(target)
     connector = make_connector(cluster_nodes, redis_url, username, password, tls)
     try:
@@ -164,9 +177,24 @@ def worker(
     except AsyncqError as error:
         raise click.ClickException(str(error)) from None
     try:
-        asyncio.run(_serve(server, mux))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(server, mux))
     except AsyncqError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the worker's event loop: None for asyncio's own."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as error:
+        raise click.ClickException(
+            f"--loop uvloop needs uvloop installed (pip install uvloop): {error}"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(server: Server, mux: ServeMux) -> None:
