@@ -70,24 +70,40 @@ class ResolvedOptions:
     group: str
 
 
-# The variant nibble of a UUID4 is 10xx in binary: 8, 9, a or b, chosen by two random bits.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+# A UUID4's byte 6 starts with the version, 4 (0100 in binary), and its byte 8 with the
+# variant, 10 in binary; the other 122 bits are random. These tables set those bits.
+_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+_VARIANT_10 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+# Ids made ahead, 64 from one read of the system's randomness instead of one read each
+# (a read is a system call, and an enqueue needs a fresh id every time). A forked child
+# starts with none, so it never hands out an id its parent also holds. list.pop and
+# list.extend are atomic, so threads never share an id either.
+_ID_BATCH = 64
+_ready_ids: list[str] = []
+os.register_at_fork(after_in_child=_ready_ids.clear)
 
 
 def new_task_id() -> str:
     """A random UUID4 in its usual text form (asynq's default task id), made quickly."""
-    return _uuid4_text(os.urandom(16).hex())
+    try:
+        return _ready_ids.pop()
+    except IndexError:
+        _ready_ids.extend(new_task_ids(_ID_BATCH))
+        return _ready_ids.pop()
 
 
 def new_task_ids(count: int) -> list[str]:
     """``count`` random UUID4s in text form, from one read of the system's randomness."""
-    digits = os.urandom(16 * count).hex()
-    return [_uuid4_text(digits[i : i + 32]) for i in range(0, 32 * count, 32)]
-
-
-def _uuid4_text(h: str) -> str:
-    """32 random hex digits as a UUID4: the version digit set to 4, the variant to 10xx."""
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_10)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
+        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def _seconds(name: str, value: object, *, minimum: float) -> float:

@@ -377,11 +377,20 @@ class Client:
         if batcher is None:
 
             async def flush(items: list[_Prepared]) -> list[int]:
-                task_ids = [p.task_id for p in items]
-                messages = [p.msg for p in items]
-                fresh = all(p.generated_id for p in items)
+                now_ns = self._clock.time_ns()
+                pending_since = now_ns / 1e9
+                task_ids: list[str] = []
+                messages: list[bytes] = []
+                fresh = True
+                for p in items:
+                    task_ids.append(p.task_id)
+                    messages.append(p.msg)
+                    fresh = fresh and p.generated_id
+                    # Pending from the moment the group is written: one time for the whole
+                    # group, so its TaskInfos share one next_process_at (see _shared_fields).
+                    p.process_at = pending_since
                 return await self._broker.enqueue_batch(
-                    keys, task_ids, messages, self._clock.time_ns(), fresh_ids=fresh
+                    keys, task_ids, messages, now_ns, fresh_ids=fresh
                 )
 
             batcher = self._batchers[keys.name] = Coalescer(flush)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -256,3 +257,27 @@ async def test_enqueue_returns_every_field_of_the_task_it_stored(
         retention=timedelta(seconds=60),
     )
     assert info.headers is not task.headers  # the caller may change its task afterwards
+
+
+class _TickingClock(ManualClock):
+    """A clock that moves one millisecond every time it is read."""
+
+    def time_ns(self) -> int:
+        self.advance(0.001)
+        return super().time_ns()
+
+
+async def test_next_process_at_of_a_pending_task_is_when_it_was_stored(
+    connector: Connector, queue_name: str
+) -> None:
+    # Single enqueues made together are written in one group: each TaskInfo says when
+    # the group was written, which is the pending_since stored with the task.
+    async with Client(connector, clock=_TickingClock(1_800_000_000.0)) as client:
+        infos = await asyncio.gather(
+            *(client.enqueue(Task("t", {"n": n}), queue=queue_name) for n in range(20))
+        )
+    for info in infos:
+        raw = await connector.client.hget(f"asynq:{{{queue_name}}}:t:{info.id}", "pending_since")
+        assert raw is not None
+        assert info.next_process_at == datetime.fromtimestamp(int(raw) / 1e9, UTC)
+    assert len({info.next_process_at for info in infos}) < len(infos)  # groups share one

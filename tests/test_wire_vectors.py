@@ -158,3 +158,21 @@ def test_generated_ids_are_uuid4() -> None:
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) in ids for u in parsed)
     # All four variant digits occur: the two random bits under the variant are really random.
     assert {i[19] for i in ids} == set("89ab")
+
+
+def test_a_forked_child_never_hands_out_its_parents_ids() -> None:
+    """Ids are made 64 at a time; a child starts without the parent's unused ones."""
+    import multiprocessing
+
+    from asyncq._options import new_task_id
+
+    new_task_id()  # the parent now holds ids made ahead
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=lambda: sender.send([new_task_id() for _ in range(64)]))
+    child.start()
+    childs = receiver.recv()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    parents = [new_task_id() for _ in range(64)]
+    assert not set(childs) & set(parents)
