@@ -384,6 +384,8 @@ class RedisClusterConnector(Connector):
                 "RedisClusterConnector needs at least one seed node, e.g. ['127.0.0.1:7000']"
             )
         self._seeds = [parse_address(n) for n in nodes]
+        # Named in every retried call's error message: joined once, not per call.
+        self._address = ",".join(f"{h}:{p}" for h, p in self._seeds)
         self._options = {
             "username": username,
             "password": password,
@@ -402,7 +404,7 @@ class RedisClusterConnector(Connector):
 
     @property
     def address(self) -> str:
-        return ",".join(f"{h}:{p}" for h, p in self._seeds)
+        return self._address
 
     def _make_client(self) -> RedisClient:
         options = {k: v for k, v in self._options.items() if v is not None}
