@@ -8,15 +8,15 @@ at once, so Redis stores one while this side handles the other's replies; calls 
 arrive while both are out wait, and go together as soon as one returns.
 
 Under load the two groups should be about the same size: then each side works while the
-other does. So when many calls are out or waiting, a group takes half of them (the rest
+other does. So when enough calls are out or waiting, a group takes half of them (the rest
 follow as soon as there is room); and the first call after a group came back does not go
 alone, which would leave all the others in one big group (measured: 32 callers settled
 into groups of 1 and 31, with this side idle a tenth of the time; halves of 16 gave a
-third more calls per second). Halves are never smaller than ``smallest_half`` calls,
-though: every group costs a send, a reply and a task on this side, and 32 callers used
-to drift into groups of 8 (both groups back before the next formed), twice the sends for
-the same calls; in paired runs groups of 16 were as fast or faster (by up to a sixth on
-a cluster).
+third more calls per second). Every group costs a send, a reply and a task on this side,
+though, so halves are at least ``smallest_half`` calls, or half that many when fewer
+callers are about: 20 callers go as two groups of 10 (as one group of 20, with the
+second send idle, they were slower: see docs/performance.md), but 32 callers never
+drift into groups of 8, twice the sends for the same calls.
 
 Groups are sent from tasks of their own, so a caller that is cancelled (a web request
 that timed out, say) takes nobody else's call down with it; its own item may still be
@@ -61,6 +61,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._waiting: Waiting[ItemT, ResultT] = []
         self._in_flight = 0  # sends on their way (lone calls and groups)
         self._calls_out = 0  # calls those sends carry
+        self._load = self._last_about = 0  # calls about at recent returns (see _returned)
         self._forming = False  # a group goes out at the end of this turn of the loop
         self._senders: set[asyncio.Task[None]] = set()
 
@@ -122,18 +123,33 @@ class Coalescer(Generic[ItemT, ResultT]):
                 future.set_result(result)
 
     def _group_limit(self) -> int:
-        """The most waiting calls the group now leaving may take. When the calls out or
-        waiting make two halves of at least ``smallest_half``, it takes half of them, so
-        that the two sends in flight carry about as many each: nothing out and 32 waiting
-        go as 16 now and 16 at once after; a lone call out and 31 waiting, as 16 now and 15
+        """The most waiting calls the group now leaving may take: half of all calls out or
+        waiting, so that the two sends in flight carry about as many each, when that
+        makes halves of at least ``smallest_half`` calls, or of half that many when fewer
+        callers are about; otherwise all of them.
+
+        So 32 calls go as 16 and 16, and a lone call out with 31 waiting as 16 now and 15
         when the lone call is back; groups of 11 and 21 become 16 and 16 within a round.
-        Fewer go whole: 20 waiting with nothing out go as one group of 20."""
+        20 callers go as two groups of 10, not as one group of 20 (the other send idle) or
+        in groups of 1 and 19 by turns. Fewer than ``smallest_half`` calls go whole: a
+        small burst goes at once, none of it waiting for a send to come back. And 16 calls
+        waiting with nothing out, when twice ``smallest_half`` were about a moment ago, are
+        half of a crowd whose other half is on its way back, and go whole: split, 32
+        callers drifted into groups of 8.
+        """
         calls = len(self._waiting) + self._calls_out
-        if self._max_in_flight == 1 or calls < 2 * self._smallest_half:
+        if self._max_in_flight == 1 or calls < self._smallest_half:
+            return self._max_group
+        crowd = 2 * self._smallest_half
+        if calls < crowd and self._calls_out == 0 and self._load >= crowd:
             return self._max_group
         return min((calls + 1) // 2, self._max_group)
 
     def _returned(self, calls: int) -> None:
+        # How many calls were about when this send came back (the most of the last two):
+        # the sign of how many callers there are, which the calls waiting now may not show.
+        about = self._calls_out + len(self._waiting)
+        self._load, self._last_about = max(about, self._last_about), about
         self._in_flight -= 1
         self._calls_out -= calls
         if self._waiting and not self._forming:

@@ -134,7 +134,6 @@ class ManyWriter:
         self._results = results
         self._buffers: dict[str, _Batch] = {}
         self._tails: dict[str, asyncio.Task[None]] = {}
-        self._describe = partial(client._describe_like, shared)
         self.group: asyncio.TaskGroup | None = None
 
     def put(
@@ -183,18 +182,21 @@ class ManyWriter:
         try:
             await client._broker.register_queue(batch.keys.name)
             fresh = all(p is None or p.generated_id for p in batch.prepared)
+            written_ns = client._clock.time_ns()  # the batch's pending_since
             codes = await client._broker.enqueue_batch(
-                batch.keys, batch.task_ids, batch.messages, client._clock.time_ns(),
-                fresh_ids=fresh,
-            )  # fmt: skip
+                batch.keys, batch.task_ids, batch.messages, written_ns, fresh_ids=fresh
+            )
         except Exception as error:
             for index, task in zip(batch.indexes, batch.tasks, strict=True):
                 results[index] = EnqueueResult(task=task, error=error)
             return
-        describe = self._describe
+        # Each TaskInfo says when its batch was written, as a single enqueue's does.
+        describe = partial(client._describe_like, self._shared, written_ns)
+        written_at = written_ns / 1e9
         for position, index in enumerate(batch.indexes):
             prepared = batch.prepared[position]
             if prepared is not None:
+                prepared.process_at = written_at
                 results[index] = client._result(prepared, codes[position])
             else:
                 # A generated id is never taken: ID_CONFLICT means a re-sent call that

@@ -81,16 +81,19 @@ _VARIANT_10 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
 # list.extend are atomic, so threads never share an id either.
 _ID_BATCH = 64
 _ready_ids: list[str] = []
-os.register_at_fork(after_in_child=_ready_ids.clear)
+if hasattr(os, "register_at_fork"):  # absent where processes are never forked (Windows)
+    os.register_at_fork(after_in_child=_ready_ids.clear)
 
 
 def new_task_id() -> str:
     """A random UUID4 in its usual text form (asynq's default task id), made quickly."""
-    try:
-        return _ready_ids.pop()
-    except IndexError:
-        _ready_ids.extend(new_task_ids(_ID_BATCH))
-        return _ready_ids.pop()
+    while True:
+        try:
+            return _ready_ids.pop()
+        except IndexError:
+            # Another thread may empty the list between this refill and the pop (without
+            # the GIL they truly run at once): then refill again.
+            _ready_ids.extend(new_task_ids(_ID_BATCH))
 
 
 def new_task_ids(count: int) -> list[str]:

@@ -281,9 +281,12 @@ class Client:
         msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
         return plain_like(shared, task, task_id, msg, now_ns)
 
-    def _describe_like(self, shared: Prepared, task: Task, task_id: str) -> TaskInfo:
-        """The TaskInfo of a task stored from ``enqueue_many``'s template path."""
-        return self._outcome(plain_like(shared, task, task_id, b"", shared.now_ns), ENQUEUED)
+    def _describe_like(
+        self, shared: Prepared, written_ns: int, task: Task, task_id: str
+    ) -> TaskInfo:
+        """The TaskInfo of a task stored from ``enqueue_many``'s template path, in a batch
+        written at ``written_ns`` (its pending_since, so its next_process_at)."""
+        return self._outcome(plain_like(shared, task, task_id, b"", written_ns), ENQUEUED)
 
     def _plan(self, options: Mapping[str, object]) -> tuple[Prepared, MessageTemplate] | None:
         """Checked options and a message template for plain enqueues, kept per distinct

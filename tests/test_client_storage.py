@@ -281,3 +281,24 @@ async def test_next_process_at_of_a_pending_task_is_when_it_was_stored(
         assert raw is not None
         assert info.next_process_at == datetime.fromtimestamp(int(raw) / 1e9, UTC)
     assert len({info.next_process_at for info in infos}) < len(infos)  # groups share one
+
+
+async def test_next_process_at_from_enqueue_many_is_when_the_batch_was_stored(
+    connector: Connector, queue_name: str
+) -> None:
+    # Batches are written one after another: each task's TaskInfo says when its own batch
+    # was written (its pending_since), not when the call began. Every third task has
+    # options of its own and still travels in a batch.
+    tasks = [
+        (Task("t", {"n": n}), {"max_retry": 2}) if n % 3 == 0 else Task("t", {"n": n})
+        for n in range(2_500)
+    ]
+    async with Client(connector, clock=_TickingClock(1_800_000_000.0)) as client:
+        results = await client.enqueue_many(tasks, queue=queue_name)
+    infos = [result.info for result in results]
+    for info in infos:
+        assert info is not None
+        raw = await connector.client.hget(f"asynq:{{{queue_name}}}:t:{info.id}", "pending_since")
+        assert raw is not None
+        assert info.next_process_at == datetime.fromtimestamp(int(raw) / 1e9, UTC)
+    assert len({info.next_process_at for info in infos if info is not None}) == 3  # 3 batches

@@ -166,14 +166,48 @@ async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> 
     assert recorder.groups[2:] == [list(range(17, 32))]
 
 
-async def test_calls_too_few_for_two_halves_of_the_smallest_size_go_whole() -> None:
-    # Groups of 8 cost twice the sends of groups of 16 for the same calls.
+async def test_a_burst_smaller_than_the_smallest_half_goes_whole() -> None:
+    # A few calls at once go together at once: none waits for a send to come back.
     recorder = Recorder()
     coalescer = await _after_a_burst(recorder, smallest_half=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
+    assert recorder.groups[-1] == list(range(15))
+
+
+async def test_twenty_callers_go_as_two_groups_of_ten_not_one_of_twenty() -> None:
+    # One group of 20 would leave the second send idle: Redis and this side take turns.
+    recorder = Recorder()
+    coalescer = await _after_a_burst(recorder, smallest_half=16)
+    recorder.release.clear()
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(20)]
+    await _until(lambda: len(recorder.groups) == 4)
+    assert recorder.groups[2:] == [list(range(10)), list(range(10, 20))]  # both out at once
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(20)]
+
+
+async def test_a_cold_start_of_20_callers_does_not_lock_into_1_and_19() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush, smallest_half=16)
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(20)]
+    await _until(lambda: len(recorder.groups) == 2)
+    # The first went alone; beside it, half of all 20 go now, the rest when it is back.
+    assert recorder.groups == [[0], list(range(1, 11))]
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(20)]
+    assert recorder.groups[2:] == [list(range(11, 20))]
+
+
+async def test_half_a_crowd_waiting_goes_whole_while_its_other_half_is_on_the_way() -> None:
+    # After 32 callers, 16 waiting with nothing out are half of them (the others are
+    # handling their replies): split in two groups of 8, the crowd drifted into groups of 8.
+    recorder = Recorder()
+    coalescer = await _after_a_burst(recorder, smallest_half=16)
+    await asyncio.gather(*(coalescer.submit(n) for n in range(32)))
+    assert recorder.groups[-2:] == [list(range(16)), list(range(16, 32))]
     await asyncio.gather(*(coalescer.submit(n) for n in range(16)))
     assert recorder.groups[-1] == list(range(16))
-    await asyncio.gather(*(coalescer.submit(n) for n in range(31)))
-    assert recorder.groups[-1] == list(range(31))
 
 
 async def test_never_more_sends_in_flight_than_allowed() -> None:

@@ -11,7 +11,7 @@ from redis import exceptions as rx
 
 from asyncq import Client, Connector, RedisConnector, Task
 from asyncq._broker.scripts import LuaScript, ScriptHeader
-from asyncq.testing import RedisServerProcess
+from asyncq.testing import RedisServerProcess, eventually
 
 
 def _script(source: str) -> LuaScript:
@@ -128,3 +128,26 @@ async def test_an_enqueue_with_its_own_id_survives_a_lost_reply(
         info = await client.enqueue(Task("mine", {"n": 1}), queue="q", task_id="order-42")
     assert info.id == "order-42"
     assert admin.execute_command("LRANGE", "asynq:{q}:pending", 0, -1).count("order-42") == 1
+
+
+async def test_a_link_without_a_transport_is_refused_and_its_socket_closed(
+    private_server: RedisServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop whose transport the link cannot keep: the call goes through redis-py, and the
+    connection the loop opened for the link does not stay open on the server."""
+    from asyncq._cluster import links
+
+    class MissesItsTransport(links.ScriptLink):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            pass
+
+    monkeypatch.setattr(links, "ScriptLink", MissesItsTransport)
+    admin = private_server.admin_client()
+    async with RedisConnector(private_server.url) as connector:
+        assert await connector.run_script(PUSH, ["k"], ["a"]) == 1
+        assert connector._links is not None and not connector._links.usable_addresses()
+
+        async def only_redis_py_and_admin_connected() -> bool:
+            return int(admin.info("clients")["connected_clients"]) == 2
+
+        await eventually(only_redis_py_and_admin_connected, what="the refused socket closed")

@@ -164,13 +164,16 @@ def test_a_forked_child_never_hands_out_its_parents_ids() -> None:
     """Ids are made 64 at a time; a child starts without the parent's unused ones."""
     import multiprocessing
 
-    from asyncq._options import new_task_id
+    from asyncq._options import _ready_ids, new_task_id
 
-    new_task_id()  # the parent now holds ids made ahead
+    _ready_ids.clear()
+    new_task_id()
+    assert len(_ready_ids) == 63  # the parent now holds ids made ahead
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=lambda: sender.send([new_task_id() for _ in range(64)]))
     child.start()
+    sender.close()  # the child holds its own copy; a child that dies closes the pipe
     childs = receiver.recv()
     child.join(timeout=30)
     assert child.exitcode == 0

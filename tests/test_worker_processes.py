@@ -202,6 +202,7 @@ async def test_worker_runs_on_uvloop_when_asked(
     start_worker: StartWorker,
     request: pytest.FixtureRequest,
 ) -> None:
+    pytest.importorskip("uvloop")  # in the dev extra, but not on every platform
     proc = start_worker(*target_args(connector, request), "-q", queue_name, "--loop", "uvloop")
     async with Client(connector) as client:
         info = await client.enqueue(Task("loop"), queue=queue_name)

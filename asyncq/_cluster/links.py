@@ -208,11 +208,12 @@ class ScriptLinks:
         loop = asyncio.get_running_loop()
         timeout = self._reply_timeout if reply_timeout is None else reply_timeout
         async with asyncio.timeout(self._connect_timeout):
-            _, link = await loop.create_connection(
+            transport, link = await loop.create_connection(
                 lambda: ScriptLink(timeout), host.strip("[]"), int(port)
             )
         try:
             if not link.usable:  # the loop gave the link no transport: leave it to redis-py
+                transport.abort()  # the socket the loop opened is closed all the same
                 raise LinkUnusable("the connection gave no transport")
             await self._handshake(link)
         except BaseException:
