@@ -134,6 +134,7 @@ def main() -> int:
         "parameters": settings.parameters(),
         "runs": outcome["runs"],
         "method_ceiling": outcome["method_ceiling"],
+        "pickup_floor": outcome["pickup_floor"],
     }
     json_path = report.write_json(doc, name)
     png_path = draw(doc, json_path.with_suffix(".png"))

@@ -134,6 +134,36 @@ def ceiling_note(doc: dict[str, Any]) -> str:
     return " ".join(out)
 
 
+def floor_note(doc: dict[str, Any]) -> str:
+    """The pickup latency with no library on this machine, and asyncq's against it."""
+    floor = doc.get("pickup_floor") or {}
+    if not floor:
+        return ""
+    rate = doc["parameters"]["latency_rate"]
+    out = [
+        f"The pickup floor (no library: `LPUSH` into a list and one redis-py `BLPOP` loop,"
+        f" {rate:g} tasks/s into it, the same handler) on this machine:"
+    ]
+    for topology in ("standalone", "cluster"):
+        lat = floor.get(topology)
+        if not lat:
+            continue
+        line = f"{topology} p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms"
+        mine = next(
+            (r.get("latency") for r in _measured(doc)
+             if r["library"] == "asyncq" and r["topology"] == topology),
+            None,
+        )  # fmt: skip
+        if mine and "p50" in mine:
+            line += (
+                f" (asyncq {mine['p50'] - lat['p50']:+.1f} / {mine['p99'] - lat['p99']:+.1f} ms)"
+            )
+        out.append(line + ";")
+    out[-1] = out[-1].rstrip(";") + "."
+    out.append("About the least any Redis-based queue can show here.")
+    return " ".join(out)
+
+
 def ratios(doc: dict[str, Any]) -> str:
     """asyncq's value against the best peer's, per metric and topology."""
     runs = _measured(doc)
@@ -185,18 +215,17 @@ def summary(doc: dict[str, Any]) -> str:
     if extra:
         parts += ["", extra]
     compared = ratios(doc)
-    if compared.count("\n") < 2:  # header only: asyncq or every peer is missing
-        return "\n".join(parts)
-    parts += [
-        "",
-        "asyncq against the best peer on each metric (▼: asyncq is worse; higher is better for"
-        " tasks/s, lower for CPU, memory, latency and commands):",
-        "",
-        compared,
-    ]
-    ceiling = ceiling_note(doc)
-    if ceiling:
-        parts += ["", ceiling]
+    if compared.count("\n") >= 2:  # more than the header: asyncq and a peer both ran
+        parts += [
+            "",
+            "asyncq against the best peer on each metric (▼: asyncq is worse; higher is better"
+            " for tasks/s, lower for CPU, memory, latency and commands):",
+            "",
+            compared,
+        ]
+    for note in (ceiling_note(doc), floor_note(doc)):
+        if note:
+            parts += ["", note]
     return "\n".join(parts)
 
 

@@ -27,7 +27,7 @@ import redis
 
 from benchmarks import venvs
 from benchmarks.children import Child, ChildError, run_driver
-from benchmarks.libs import LIBRARIES
+from benchmarks.libs import FLOOR, LIBRARIES, library_info
 from benchmarks.redis_env import (
     RedisTarget,
     given_cluster,
@@ -109,7 +109,7 @@ class LibraryRun:
         progress: Progress,
     ) -> None:
         self.lib = lib
-        self.info = LIBRARIES[lib]
+        self.info = library_info(lib)
         self.target = target
         self.settings = settings
         self.python = python
@@ -328,6 +328,7 @@ def run(settings: Settings) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="asyncq-bench-logs-"))
     runs: list[dict[str, Any]] = []
     redis_versions: dict[str, str] = {}
+    floor: dict[str, dict[str, Any]] = {}
     failures = False
     for topology in settings.topologies:
         given = settings.cluster_nodes if topology == "cluster" else settings.redis_url
@@ -353,6 +354,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 record = LibraryRun(lib, target, settings, pythons[lib], log_dir, progress).run()
                 failures = failures or bool(record["errors"])
                 runs.append(record)
+            floor[topology] = _pickup_floor(target, settings, log_dir)
         finally:
             target.close()
     ceiling = _method_ceiling(settings, pythons, log_dir)
@@ -360,7 +362,24 @@ def run(settings: Settings) -> dict[str, Any]:
         print(f"child logs (stderr of every worker and driver): {log_dir}", flush=True)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
-    return {"runs": runs, "redis_versions": redis_versions, "method_ceiling": ceiling}
+    return {
+        "runs": runs,
+        "redis_versions": redis_versions,
+        "method_ceiling": ceiling,
+        "pickup_floor": {topology: lat for topology, lat in floor.items() if lat},
+    }
+
+
+def _pickup_floor(target: RedisTarget, settings: Settings, log_dir: Path) -> dict[str, Any]:
+    """The latency scenario with no library (``LPUSH`` and a ``BLPOP`` loop): about the
+    least pickup latency any library can show on this machine and Redis."""
+    python = venvs.ensure(FLOOR.venv)
+    progress = Progress(1)
+    progress.prefix = f"== pickup floor, {target.topology} (no library):"
+    floor = LibraryRun(FLOOR.name, target, settings, python, log_dir, progress)
+    floor._scenario("latency", floor.latency)
+    latency: dict[str, Any] = floor.record.get("latency", {})
+    return {key: latency[key] for key in ("p50", "p90", "p99", "max") if key in latency}
 
 
 def _method_ceiling(settings: Settings, pythons: dict[str, Path], log_dir: Path) -> dict[str, Any]:

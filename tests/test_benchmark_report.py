@@ -1,11 +1,11 @@
-"""The benchmark's reading aid for the one-by-one column: the method's own limit."""
+"""The benchmark's reading aids: the one-by-one method's own limit, and the pickup floor."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from benchmarks.measure import enqueue_concurrently, one_turn
-from benchmarks.report import ceiling_note
+from benchmarks.report import ceiling_note, floor_note
 
 
 def _run(lib: str, topology: str, single: float) -> dict[str, Any]:
@@ -47,3 +47,25 @@ def test_the_note_puts_asyncq_and_five_times_the_best_peer_against_the_ceiling()
 
 def test_no_note_for_a_result_file_without_the_ceiling() -> None:
     assert ceiling_note({"parameters": {"in_flight": 32}, "runs": []}) == ""
+
+
+def test_the_floor_note_puts_asyncqs_pickup_beside_the_bare_loops() -> None:
+    doc = {
+        "parameters": {"latency_rate": 50.0},
+        "pickup_floor": {
+            "standalone": {"p50": 0.8, "p99": 1.5},
+            "cluster": {"p50": 0.9, "p99": 2.0},
+        },
+        "runs": [
+            {"library": "asyncq", "topology": "standalone", "latency": {"p50": 1.1, "p99": 1.7}},
+            {"library": "taskiq", "topology": "standalone", "latency": {"p50": 1.7, "p99": 2.6}},
+        ],
+    }
+    note = floor_note(doc)
+    assert "50 tasks/s into it" in note
+    assert "standalone p50 0.8 ms, p99 1.5 ms (asyncq +0.3 / +0.2 ms);" in note
+    assert "cluster p50 0.9 ms, p99 2.0 ms." in note  # asyncq did not run there
+
+
+def test_no_floor_note_for_a_result_file_without_the_floor() -> None:
+    assert floor_note({"parameters": {"latency_rate": 50.0}, "runs": []}) == ""

@@ -76,9 +76,19 @@ LIBRARIES: dict[str, LibraryInfo] = {
 }
 
 
+#: No library at all (``LPUSH`` and a ``BLPOP`` loop): run only for the pickup floor, not
+#: one of the libraries compared.
+FLOOR = LibraryInfo("bare", "benchmarks.libs.bare_lib", ("redis",), "shared", "", "")
+
+
+def library_info(name: str) -> LibraryInfo:
+    """The facts about a compared library, or about the floor."""
+    return FLOOR if name == FLOOR.name else LIBRARIES[name]
+
+
 def load_adapter(spec: ChildSpec) -> Adapter:
     """Import the adapter module of ``spec.lib`` and build its adapter."""
-    info = LIBRARIES[spec.lib]
+    info = library_info(spec.lib)
     module = importlib.import_module(info.module)
     adapter: Adapter = module.ADAPTER(spec)
     return adapter
