@@ -302,3 +302,23 @@ async def test_next_process_at_from_enqueue_many_is_when_the_batch_was_stored(
         assert raw is not None
         assert info.next_process_at == datetime.fromtimestamp(int(raw) / 1e9, UTC)
     assert len({info.next_process_at for info in infos if info is not None}) == 3  # 3 batches
+
+
+async def test_a_burst_of_first_enqueues_registers_the_queue_once(
+    connector: Connector, queue_name: str
+) -> None:
+    # 32 calls that all find the queue unregistered share one SADD (and no new connections).
+    node = connector.node_client(connector.node_of("asynq:queues"))
+
+    async def sadd_calls() -> int:
+        stats = await node.info("commandstats")
+        return int(stats.get("cmdstat_sadd", {}).get("calls", 0))
+
+    try:
+        before = await sadd_calls()
+        async with Client(connector) as client:
+            await asyncio.gather(*(client.enqueue(Task("t"), queue=queue_name) for _ in range(32)))
+        assert await sadd_calls() - before == 1
+        assert await connector.client.sismember("asynq:queues", queue_name)
+    finally:
+        await node.aclose()

@@ -6,6 +6,7 @@ a state a Go peer could have produced. Components use the broker, never raw Redi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -60,6 +61,7 @@ class Broker:
         self.connector = connector
         self._keys: dict[str, QueueKeys] = {}
         self._registered: dict[str, float] = {}
+        self._registering: dict[str, asyncio.Future[None]] = {}
         # queue -> records of its answered dequeues not yet deleted (one per call in flight
         # at most: each call deletes one)
         self._dequeue_records: dict[str, list[str]] = {}
@@ -78,11 +80,27 @@ class Broker:
         return since < QUEUE_REGISTRATION_TTL
 
     async def register_queue(self, queue: str) -> None:
-        """``SADD asynq:queues <queue>``, sent at most once a minute per queue and client."""
+        """``SADD asynq:queues <queue>``, sent at most once a minute per queue and client.
+
+        Callers that find the queue unregistered at the same moment (a burst of first
+        enqueues) share one ``SADD``, instead of one each over as many new connections.
+        """
         if self.queue_registered(queue):
             return
+        sending = self._registering.get(queue)
+        if sending is None:
+            sending = self._registering[queue] = asyncio.ensure_future(self._register(queue))
+            sending.add_done_callback(lambda done: self._registered_one(queue, done))
+        await asyncio.shield(sending)  # a cancelled caller leaves the others' SADD alone
+
+    async def _register(self, queue: str) -> None:
         await self.connector.execute("SADD", ALL_QUEUES, queue)
         self._registered[queue] = time.monotonic()
+
+    def _registered_one(self, queue: str, done: asyncio.Future[None]) -> None:
+        self._registering.pop(queue, None)
+        if not done.cancelled():
+            done.exception()  # seen here, so a failure whose callers all left is not reported
 
     async def enqueue(
         self,
