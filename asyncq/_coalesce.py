@@ -15,8 +15,9 @@ into groups of 1 and 31, with this side idle a tenth of the time; halves of 16 g
 third more calls per second). Every group costs a send, a reply and a task on this side,
 though, so halves are at least ``smallest_half`` calls, or half that many when fewer
 callers are about: 20 callers go as two groups of 10 (as one group of 20, with the
-second send idle, they were slower: see docs/performance.md), but 32 callers never
-drift into groups of 8, twice the sends for the same calls.
+second send idle, they were slower: see docs/performance.md), but 32 callers no longer
+settle into groups of 8, twice the sends for the same calls. (Callers that come back
+spread over several turns still send smaller groups now and then, as before.)
 
 Groups are sent from tasks of their own, so a caller that is cancelled (a web request
 that timed out, say) takes nobody else's call down with it; its own item may still be
@@ -135,7 +136,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         small burst goes at once, none of it waiting for a send to come back. And 16 calls
         waiting with nothing out, when twice ``smallest_half`` were about a moment ago, are
         half of a crowd whose other half is on its way back, and go whole: split, 32
-        callers drifted into groups of 8.
+        callers settled into groups of 8.
         """
         calls = len(self._waiting) + self._calls_out
         if self._max_in_flight == 1 or calls < self._smallest_half:

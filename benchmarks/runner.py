@@ -355,6 +355,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 failures = failures or bool(record["errors"])
                 runs.append(record)
             floor[topology] = _pickup_floor(target, settings, log_dir)
+            failures = failures or "error" in floor[topology]
         finally:
             target.close()
     ceiling = _method_ceiling(settings, pythons, log_dir)
@@ -366,19 +367,25 @@ def run(settings: Settings) -> dict[str, Any]:
         "runs": runs,
         "redis_versions": redis_versions,
         "method_ceiling": ceiling,
-        "pickup_floor": {topology: lat for topology, lat in floor.items() if lat},
+        "pickup_floor": floor,
     }
 
 
 def _pickup_floor(target: RedisTarget, settings: Settings, log_dir: Path) -> dict[str, Any]:
-    """The latency scenario with no library (``LPUSH`` and a ``BLPOP`` loop): about the
-    least pickup latency any library can show on this machine and Redis."""
-    python = venvs.ensure(FLOOR.venv)
+    """The latency scenario with no library (``LPUSH`` and a ``BLPOP`` loop): a reference
+    for the pickup columns. A failure is recorded (``error``) and ends nothing."""
     progress = Progress(1)
     progress.prefix = f"== pickup floor, {target.topology} (no library):"
+    try:
+        python = venvs.ensure(FLOOR.venv)
+    except (OSError, RuntimeError, SystemExit) as error:
+        progress.line(f"FAILED: cannot set up its environment: {error}")
+        return {"error": f"environment: {error}"}
     floor = LibraryRun(FLOOR.name, target, settings, python, log_dir, progress)
     floor._scenario("latency", floor.latency)
-    latency: dict[str, Any] = floor.record.get("latency", {})
+    if floor.record["errors"]:
+        return {"error": floor.record["errors"]["latency"]}
+    latency: dict[str, Any] = floor.record["latency"]
     return {key: latency[key] for key in ("p50", "p90", "p99", "max") if key in latency}
 
 

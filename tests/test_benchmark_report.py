@@ -69,3 +69,17 @@ def test_the_floor_note_puts_asyncqs_pickup_beside_the_bare_loops() -> None:
 
 def test_no_floor_note_for_a_result_file_without_the_floor() -> None:
     assert floor_note({"parameters": {"latency_rate": 50.0}, "runs": []}) == ""
+
+
+def test_a_floor_that_failed_on_one_topology_is_named_and_the_other_still_shown() -> None:
+    doc = {
+        "parameters": {"latency_rate": 50.0},
+        "pickup_floor": {
+            "standalone": {"p50": 0.8, "p99": 1.5},
+            "cluster": {"error": "handled 12 of 500"},
+        },
+        "runs": [],
+    }
+    note = floor_note(doc)
+    assert "standalone p50 0.8 ms, p99 1.5 ms;" in note
+    assert "cluster not measured (handled 12 of 500)." in note

@@ -90,15 +90,19 @@ class Broker:
         sending = self._registering.get(queue)
         if sending is None:
             sending = self._registering[queue] = asyncio.ensure_future(self._register(queue))
-            sending.add_done_callback(lambda done: self._registered_one(queue, done))
+            sending.add_done_callback(self._registered_one)
         await asyncio.shield(sending)  # a cancelled caller leaves the others' SADD alone
 
     async def _register(self, queue: str) -> None:
-        await self.connector.execute("SADD", ALL_QUEUES, queue)
-        self._registered[queue] = time.monotonic()
+        try:
+            await self.connector.execute("SADD", ALL_QUEUES, queue)
+            self._registered[queue] = time.monotonic()
+        finally:
+            # Gone as soon as it is done, so the next caller after a failure tries again.
+            self._registering.pop(queue, None)
 
-    def _registered_one(self, queue: str, done: asyncio.Future[None]) -> None:
-        self._registering.pop(queue, None)
+    @staticmethod
+    def _registered_one(done: asyncio.Future[None]) -> None:
         if not done.cancelled():
             done.exception()  # seen here, so a failure whose callers all left is not reported
 
