@@ -133,17 +133,20 @@ async def test_calls_one_at_a_time_go_alone_again_once_a_single_call_went_out() 
     assert sorted(recorder.groups[-2:]) == [[6], [7]]  # 6 went alone, at once
 
 
-async def test_a_big_group_with_the_other_slot_free_goes_as_two_halves() -> None:
-    # Two groups of 16 keep both sides busy: Redis stores one while the caller's side
-    # handles the other. One group of 32 would leave each side idle in turn.
+@pytest.mark.parametrize("callers", [32, 20])
+async def test_a_group_with_the_other_slot_free_goes_as_two_halves(callers: int) -> None:
+    # Two halves keep both sides busy: Redis stores one while the caller's side handles
+    # the other. One whole group would leave each side idle in turn. 20 callers make
+    # halves of 10, below ``smallest_half``, as fewer callers are about.
     recorder = Recorder()
     coalescer = await _after_a_burst(recorder, smallest_half=16)
     recorder.release.clear()
-    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(callers)]
     await _until(lambda: len(recorder.groups) == 4)
-    assert recorder.groups[2:] == [list(range(16)), list(range(16, 32))]  # both out at once
+    half = callers // 2
+    assert recorder.groups[2:] == [list(range(half)), list(range(half, callers))]  # both out
     recorder.release.set()
-    assert await asyncio.gather(*calls) == [n * 10 for n in range(32)]
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(callers)]
 
 
 async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> None:
@@ -153,17 +156,19 @@ async def test_with_one_group_in_flight_allowed_a_big_group_is_not_split() -> No
     assert recorder.groups[-1] == list(range(32))
 
 
-async def test_a_cold_start_of_32_callers_settles_into_halves_not_1_and_31() -> None:
+@pytest.mark.parametrize("callers", [32, 20])
+async def test_a_cold_start_settles_into_halves_not_1_and_the_rest(callers: int) -> None:
     recorder = Recorder()
     recorder.release.clear()
     coalescer = Coalescer(recorder.flush, smallest_half=16)
-    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(32)]
+    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(callers)]
     await _until(lambda: len(recorder.groups) == 2)
-    # The first went alone; beside it, half of the rest go now and half wait their turn.
-    assert recorder.groups == [[0], list(range(1, 17))]
+    # The first went alone; beside it, half of all calls go now, the rest when it is back.
+    half = callers // 2
+    assert recorder.groups == [[0], list(range(1, half + 1))]
     recorder.release.set()
-    assert await asyncio.gather(*calls) == [n * 10 for n in range(32)]
-    assert recorder.groups[2:] == [list(range(17, 32))]
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(callers)]
+    assert recorder.groups[2:] == [list(range(half + 1, callers))]
 
 
 async def test_a_burst_smaller_than_the_smallest_half_goes_whole() -> None:
@@ -172,31 +177,6 @@ async def test_a_burst_smaller_than_the_smallest_half_goes_whole() -> None:
     coalescer = await _after_a_burst(recorder, smallest_half=16)
     await asyncio.gather(*(coalescer.submit(n) for n in range(15)))
     assert recorder.groups[-1] == list(range(15))
-
-
-async def test_twenty_callers_go_as_two_groups_of_ten_not_one_of_twenty() -> None:
-    # One group of 20 would leave the second send idle: Redis and this side take turns.
-    recorder = Recorder()
-    coalescer = await _after_a_burst(recorder, smallest_half=16)
-    recorder.release.clear()
-    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(20)]
-    await _until(lambda: len(recorder.groups) == 4)
-    assert recorder.groups[2:] == [list(range(10)), list(range(10, 20))]  # both out at once
-    recorder.release.set()
-    assert await asyncio.gather(*calls) == [n * 10 for n in range(20)]
-
-
-async def test_a_cold_start_of_20_callers_does_not_lock_into_1_and_19() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
-    coalescer = Coalescer(recorder.flush, smallest_half=16)
-    calls = [asyncio.ensure_future(coalescer.submit(n)) for n in range(20)]
-    await _until(lambda: len(recorder.groups) == 2)
-    # The first went alone; beside it, half of all 20 go now, the rest when it is back.
-    assert recorder.groups == [[0], list(range(1, 11))]
-    recorder.release.set()
-    assert await asyncio.gather(*calls) == [n * 10 for n in range(20)]
-    assert recorder.groups[2:] == [list(range(11, 20))]
 
 
 async def test_half_a_crowd_waiting_goes_whole_while_its_other_half_is_on_the_way() -> None:

@@ -6,14 +6,13 @@ arq pins ``redis<6``, so it runs in a virtual environment of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 
-from benchmarks.libs.base import Adapter, wait_for_flag
+from benchmarks.libs.base import Adapter, cancel_and_wait, wait_for_flag
 from benchmarks.measure import Probe
 from benchmarks.spec import TASK_NAME
 
@@ -56,9 +55,7 @@ class ArqAdapter(Adapter):
             self.runner.result()
 
     async def stop_worker(self) -> None:
-        self.runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.runner
+        await cancel_and_wait(self.runner)
         await self.worker.close()
 
 

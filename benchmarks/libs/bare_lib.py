@@ -3,21 +3,21 @@
 This is the pickup floor, not a competitor: the fewest steps a Redis-based queue can take
 from an enqueue call to a running handler (one command each way, nothing stored beside
 the message, no lease, no acknowledgement). Its pickup latency at the benchmark's low
-rate is about the least any library can show on the machine, so the latency columns can
-be read against it, as the one-by-one column is read against the method's own ceiling.
+rate is a reference for the latency columns on the machine (not a hard bound: it is one
+plain consumer, measured at another moment), as the method's own rate is for the
+one-by-one column.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from benchmarks.libs.base import Adapter
+from benchmarks.libs.base import Adapter, cancel_and_wait
 from benchmarks.measure import Probe
 
 # A blocked BLPOP returns after this many seconds with nothing, so a stop is noticed.
@@ -54,9 +54,7 @@ class BareAdapter(Adapter):
                 await probe(json.loads(popped[1])["t"])
 
     async def stop_worker(self) -> None:
-        self.loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.loop
+        await cancel_and_wait(self.loop)
         await self.worker.aclose()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from benchmarks.measure import Probe
 from benchmarks.spec import ChildSpec
@@ -54,6 +56,14 @@ class Adapter(ABC):
     @abstractmethod
     async def stop_worker(self) -> None:
         """Stop the worker (gracefully where the library allows it)."""
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a worker's running task and wait until it has ended (its cancellation is
+    the expected way out, so it is not raised)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def wait_for_flag(check: Callable[[], bool], limit_s: float, what: str) -> None:

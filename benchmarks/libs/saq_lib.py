@@ -7,12 +7,11 @@ pipelined batch, so the batch scenario is "n/a" for saq.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from saq import Queue, Worker
 from saq.types import Context
 
-from benchmarks.libs.base import Adapter, wait_for_flag
+from benchmarks.libs.base import Adapter, cancel_and_wait, wait_for_flag
 from benchmarks.measure import Probe
 from benchmarks.spec import TASK_NAME
 
@@ -50,9 +49,7 @@ class SaqAdapter(Adapter):
 
     async def stop_worker(self) -> None:
         await self.worker.stop()
-        self.runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.runner
+        await cancel_and_wait(self.runner)
         await self.queue.disconnect()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from streaq import Worker
 
-from benchmarks.libs.base import Adapter, wait_for_flag
+from benchmarks.libs.base import Adapter, cancel_and_wait, wait_for_flag
 from benchmarks.measure import Probe, chunks
 from benchmarks.spec import TASK_NAME
 
@@ -64,9 +64,7 @@ class StreaqAdapter(Adapter):
             self.runner.result()
 
     async def stop_worker(self) -> None:
-        self.runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.runner
+        await cancel_and_wait(self.runner)
 
 
 ADAPTER = StreaqAdapter
