@@ -284,7 +284,7 @@ class Server:
             Forwarder(self.broker, self.router, config, dispatcher.wake),
             recoverer,
             Janitor(self.broker, self.router, config),
-            Waker(self.broker, self.router, dispatcher.wake, config.logger),
+            Waker(self.broker, self.router, dispatcher.wake, dispatcher.wake_ups, config.logger),
             CancelSubscriber(self.connector, self._jobs, config.logger),
         ]
         if config.health_check is not None:

@@ -304,19 +304,6 @@ async def test_a_success_past_its_lease_is_left_to_the_recoverer(
         assert await task_state(connector, queue_name, info.id) in ("active", "retry")
 
 
-async def test_idle_worker_is_woken_by_an_enqueue(connector: Connector, queue_name: str) -> None:
-    """With a one-minute poll, only the wake-up can start the task."""
-    mux, ran = signalling_mux()
-
-    async with running_server(connector, mux, {queue_name: 1}, task_check_interval=60) as server:
-        await eventually(server.component("waker").subscribed.is_set)
-        # Let the dispatcher finish its first look at the (empty) queue and go idle.
-        await eventually(lambda: server.running_tasks == 0)
-        async with Client(connector) as client:
-            await client.enqueue(Task("t"), queue=queue_name)
-        await eventually(ran.is_set, within=10, what="the task to start without polling")
-
-
 async def test_task_written_without_wake_up_is_found_by_polling(
     connector: Connector, queue_name: str
 ) -> None:

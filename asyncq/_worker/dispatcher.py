@@ -25,6 +25,7 @@ from asyncq._worker.config import ServerConfig
 from asyncq._worker.deadlines import Deadlines
 from asyncq._worker.finisher import Finisher
 from asyncq._worker.jobs import Job, JobBook, Slots, StopReason
+from asyncq._worker.waker import WakeUpDemand
 from asyncq._worker.watches import MAX_WATCHED_QUEUES, ArmedWatch, Watches
 from asyncq.errors import (
     TaskCanceledError,
@@ -99,6 +100,10 @@ class Dispatcher:
         self.jobs = jobs
         self.finisher = finisher
         self.slots = Slots(config.concurrency, on_free=self._slot_freed)
+        if len(router.queues) <= MAX_WATCHED_QUEUES:
+            # A worker waiting the ordinary way for want of slots looks again (and
+            # then watches) as soon as it has enough to watch every queue.
+            self.slots.call_when_free = len(router.queues)
         # Each dequeue asks for half of the slots, so that two can be on their way.
         self._per_fetch = max(1, min(MAX_BATCH, config.concurrency // MAX_FETCHES))
         self.deadlines = Deadlines(jobs)
@@ -106,6 +111,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._idle_waiter: asyncio.Future[None] | None = None
         self.watches = Watches(broker, self.logger)
+        self.wake_ups = WakeUpDemand()  # the waker subscribes while this asks for it
         self._watch_next = True  # False for one wait after a watch woke for a paused queue
         self._watch_stop: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -268,10 +274,11 @@ class Dispatcher:
         )
         if not (can_watch and self._watch_next) or self._stop.is_set():
             self._watch_next = True
-            await self._idle(interval)
+            with self.wake_ups.waiting():
+                await self._idle(interval)
             return False
         # Wake-ups are not needed while watching, as a wait on a list that already holds
-        # a task ends at once. (Most arrive just after the watch that took their task.)
+        # a task ends at once; the waker lets its subscription go when only watches wait.
         self._wake.clear()
         wanted = self.slots.take(MAX_BATCH)
         # The dequeue runs when a task lands, up to ``interval`` from now: the lease it
@@ -294,7 +301,8 @@ class Dispatcher:
         and whether every queue was left empty."""
         armed = await self.watches.arm(queues, wanted, block, lease_expiry)
         if armed is None:  # no watch could be opened: wait the ordinary way this time
-            await self._idle(block)
+            with self.wake_ups.waiting():
+                await self._idle(block)
             return 0, False
         assert self._watch_stop is not None
         await asyncio.wait(

@@ -105,6 +105,9 @@ class Slots:
         self.size = size
         self.free = size
         self._on_free = on_free
+        # ``on_free`` runs when slots come back to a full book, and when this many
+        # become free again (the dispatcher's threshold for waiting in watches).
+        self.call_when_free = 1
 
     def take(self, most: int) -> int:
         """Take up to ``most`` free slots at once; returns how many (0 when none is free)."""
@@ -114,9 +117,9 @@ class Slots:
 
     def give(self, count: int = 1) -> None:
         """Return slots (a task finished, or a dequeue found fewer tasks than slots)."""
-        was_full = self.free == 0
+        before = self.free
         self.free += count
         if self.free > self.size:
             raise RuntimeError("more concurrency slots returned than taken")
-        if was_full:
+        if before == 0 or before < self.call_when_free <= self.free:
             self._on_free()
