@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -106,9 +106,9 @@ class Task:
     """
 
     __slots__ = (
+        "_deadline_at",
         "_payload",
         "_result_writer",
-        "deadline",
         "headers",
         "id",
         "max_retry",
@@ -129,7 +129,7 @@ class Task:
         self.queue = ""
         self.retried = 0
         self.max_retry = 0
-        self.deadline: datetime | None = None
+        self._deadline_at: float | None = None
         self._result_writer: ResultWriter | None = None
 
     @classmethod
@@ -140,6 +140,35 @@ class Task:
         task = cls(type, None, headers)
         task._payload = payload
         return task
+
+    @classmethod
+    def _dequeued(
+        cls,
+        type: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        where: tuple[str, str, int, int],
+        deadline_at: float,
+        result_writer: ResultWriter,
+    ) -> Task:
+        """The task a worker hands its handler: read from a stored message, so nothing is
+        checked again. ``where`` is (id, queue, retried, max_retry). The fewest steps
+        there are, since a task's pickup runs them while the worker's caches are cold."""
+        task = cls.__new__(cls)
+        task.type, task._payload, task.headers = type, payload, headers or {}
+        task.id, task.queue, task.retried, task.max_retry = where
+        task._deadline_at, task._result_writer = deadline_at, result_writer
+        return task
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the worker cancels the handler (UTC); ``None`` outside a worker."""
+        at = self._deadline_at
+        return None if at is None else datetime.fromtimestamp(at, UTC)
+
+    @deadline.setter
+    def deadline(self, value: datetime | None) -> None:
+        self._deadline_at = None if value is None else value.timestamp()
 
     @property
     def payload(self) -> bytes:

@@ -265,3 +265,30 @@ def test_worker_cli_refuses_bad_flags(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["worker", "tests.worker_cli_app:mux", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_a_task_deadline_is_none_until_set_and_keeps_what_is_set() -> None:
+    task = Task("t")
+    assert task.deadline is None
+    when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    task.deadline = when
+    assert task.deadline == when and task.deadline.tzinfo is not None
+    task.deadline = None
+    assert task.deadline is None
+
+
+async def test_handler_of_a_task_without_headers_sees_an_empty_mapping(
+    connector: Connector, queue_name: str
+) -> None:
+    seen: dict[str, object] = {}
+    mux = ServeMux()
+
+    @mux.handler("plain")
+    async def plain(task: Task) -> None:
+        seen.update(headers=task.headers, payload=task.json(), type=task.type)
+
+    async with Client(connector) as client:
+        await client.enqueue(Task("plain", {"n": 1}), queue=queue_name)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: bool(seen))
+    assert seen == {"headers": {}, "payload": {"n": 1}, "type": "plain"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from asyncq._broker.keys import QueueKeys
@@ -406,12 +405,15 @@ class Dispatcher:
         deadline = compute_deadline(msg, now)
         # Most tasks carry no headers: skip copying an empty map (a third of the cost).
         headers = dict(msg.headers) if msg.headers else None
-        task = Task.from_bytes(msg.type, msg.payload, headers)
-        task.deadline = datetime.fromtimestamp(deadline, UTC)
-        task.id, task.queue = msg.id, msg.queue
-        task.retried, task.max_retry = msg.retried, msg.retry
         write_result = self.broker.write_result
-        task._result_writer = lambda data: write_result(keys, msg.id, data)
+        task = Task._dequeued(
+            msg.type,
+            msg.payload,
+            headers,
+            (msg.id, msg.queue, msg.retried, msg.retry),
+            deadline,
+            lambda data: write_result(keys, msg.id, data),
+        )
         return Job(
             id=msg.id,
             keys=keys,
