@@ -159,6 +159,9 @@ def test_generated_ids_are_uuid4() -> None:
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) in ids for u in parsed)
     # All four variant digits occur: the two random bits under the variant are really random.
     assert {i[19] for i in ids} == set("89ab")
+    # Every other hex place takes all 16 digits: each holds random bits of its own.
+    places = [p for p in range(36) if p not in (8, 13, 14, 18, 19, 23)]
+    assert all(len({i[p] for i in ids}) == 16 for p in places)
 
 
 def test_a_forked_child_never_hands_out_its_parents_ids() -> None:
