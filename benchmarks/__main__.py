@@ -77,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
         default=1.0,
         help="multiply every child's timeout (slow machines)",
     )
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop every library's processes run on (default asyncio)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: N=2,000, 100 latency tasks")
     p.add_argument(
         "--out",
@@ -117,6 +123,7 @@ def main() -> int:
         cluster_nodes=[n.strip() for n in args.cluster_nodes.split(",") if n.strip()],
         flush=args.flush,
         timeout_scale=args.timeout_scale,
+        loop=args.loop,
     )
     name = args.out or ("quick" if args.quick else "latest")
     load_before = os.getloadavg()

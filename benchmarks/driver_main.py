@@ -59,7 +59,7 @@ async def drive(spec: ChildSpec) -> None:
 def main() -> int:
     """Entry point: the only argument is the ChildSpec as JSON."""
     spec = ChildSpec.from_json(sys.argv[1])
-    return run_child(lambda: drive(spec))
+    return run_child(lambda: drive(spec), spec.loop)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,27 @@ def parse(line: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-def run_child(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run a child's coroutine; report any failure as an ``error`` event; return the exit code."""
+def run_child(main: Callable[[], Coroutine[Any, Any, None]], loop: str = "asyncio") -> int:
+    """Run a child's coroutine on ``loop`` ("asyncio" or "uvloop"); report any failure as
+    an ``error`` event; return the exit code."""
     try:
-        asyncio.run(main())
+        run_on(loop, main())
     except BaseException as error:  # the orchestrator must learn about every failure
         trace = traceback.format_exc()
         sys.stderr.write(trace)  # the child's log file keeps the whole story
         emit("error", error=f"{type(error).__name__}: {error}", traceback=trace)
         return 1
     return 0
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)`` on the standard event loop, or on uvloop's."""
+    if loop == "uvloop":
+        import uvloop  # only the uvloop runs need it installed
+
+        uvloop.run(main)
+    elif loop == "asyncio":
+        asyncio.run(main)
+    else:
+        main.close()
+        raise ValueError(f"unknown event loop {loop!r} (asyncio or uvloop)")

@@ -199,6 +199,13 @@ def ratios(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def loop_words(parameters: dict[str, Any]) -> str:
+    """Which event loop every process ran on (result files older than ``--loop``: asyncio)."""
+    if parameters.get("loop", "asyncio") == "uvloop":
+        return "every process on uvloop"
+    return "plain asyncio event loops (no uvloop)"
+
+
 def summary(doc: dict[str, Any]) -> str:
     """Heading, table, notes and ratios: what the run prints at the end and the README holds."""
     p = doc["parameters"]
@@ -207,7 +214,7 @@ def summary(doc: dict[str, Any]) -> str:
         "",
         f"N = {p['tasks']:,} tasks (sleep: {p['sleep_tasks']:,}), concurrency {p['concurrency']},"
         f" {p['in_flight']} enqueues in flight, pickup latency over {p['latency_tasks']:,} tasks"
-        f" at {p['latency_rate']:g}/s; one worker process. Versions: "
+        f" at {p['latency_rate']:g}/s; one worker process; {loop_words(p)}. Versions: "
         + "; ".join(
             ", ".join(f"{dist} {version}" for dist, version in dists.items())
             for dists in doc["machine"]["libraries"].values()

@@ -35,7 +35,7 @@ from benchmarks.redis_env import (
     start_cluster,
     start_standalone,
 )
-from benchmarks.spec import ChildSpec, Topology
+from benchmarks.spec import ChildSpec, EventLoop, Topology
 
 READY_TIMEOUT_S = 60.0
 STALL_S = 60.0
@@ -60,6 +60,7 @@ class Settings:
     cluster_nodes: list[str] = field(default_factory=list)
     flush: bool = False
     timeout_scale: float = 1.0
+    loop: EventLoop = "asyncio"
 
     def parameters(self) -> dict[str, Any]:
         """What the report shows as the run's parameters (no addresses)."""
@@ -143,6 +144,7 @@ class LibraryRun:
             in_flight=self.settings.in_flight,
             batch_size=self.settings.batch_size,
             sleep_s=self.settings.sleep_s,
+            loop=self.settings.loop,
             **fields,
         )
 
@@ -395,7 +397,7 @@ def _method_ceiling(settings: Settings, pythons: dict[str, Path], log_dir: Path)
     lib = "asyncq" if "asyncq" in pythons else next(iter(pythons))
     spec = ChildSpec(
         lib=lib, topology="standalone", queue="", mode="ceiling",
-        count=settings.tasks, in_flight=settings.in_flight,
+        count=settings.tasks, in_flight=settings.in_flight, loop=settings.loop,
     )  # fmt: skip
     timeout = 60.0 * settings.timeout_scale
     try:

@@ -13,6 +13,7 @@ from typing import Literal
 Topology = Literal["standalone", "cluster"]
 DriverMode = Literal["single", "batch", "paced", "ceiling"]
 Workload = Literal["noop", "sleep"]
+EventLoop = Literal["asyncio", "uvloop"]
 
 #: The task name every adapter registers; all benchmark tasks carry ``{"t": wall time}``.
 TASK_NAME = "bench"
@@ -28,6 +29,8 @@ class ChildSpec:
     redis_url: str = ""
     cluster_nodes: list[str] = field(default_factory=list)
     concurrency: int = 32
+    # The event loop the child runs on (every library of a run gets the same).
+    loop: EventLoop = "asyncio"
     # Driver (client) side.
     mode: DriverMode = "single"
     count: int = 0

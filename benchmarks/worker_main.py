@@ -53,7 +53,7 @@ async def serve(spec: ChildSpec) -> None:
 def main() -> int:
     """Entry point: the only argument is the ChildSpec as JSON."""
     spec = ChildSpec.from_json(sys.argv[1])
-    code = run_child(lambda: serve(spec))
+    code = run_child(lambda: serve(spec), spec.loop)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     return code
