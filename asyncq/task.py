@@ -59,7 +59,8 @@ def _json_bytes(payload: object) -> bytes:
     orjson hands back its result in the buffer it wrote into, which keeps at least 4 KiB
     of the process's memory for as long as the bytes live, however short the JSON. A task
     keeps its payload, so 20,000 tasks built for ``enqueue_many`` held over 80 MB, and
-    filling that fresh memory made building them five times slower. A copy of a small
+    filling that fresh memory made building them about three times slower (3.7 µs a task
+    in a fresh process, against 1.0-1.5 µs with the copy). A copy of a small
     result lives in Python's own small-object memory, and the buffer is freed at once
     (and reused by the next encode).
     """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncq.testing.plugin import StandaloneTarget
+from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
@@ -37,6 +37,21 @@ def test_page_examples_run(
     assert blocks, f"{page} has no python example"
     for block in blocks:
         exec(compile(block, f"docs/{page}", "exec"), {"__name__": "__docs__"})
+
+
+def test_the_readme_example_runs_on_a_cluster(
+    redis_cluster: ClusterTarget, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first example, with the test cluster's nodes for the tutorial's."""
+    readme = (DOCS.parent / "README.md").read_text()
+    block = BLOCK.findall(readme)[0]
+    tutorial_nodes = '["127.0.0.1:7000", "127.0.0.1:7001"]'
+    assert tutorial_nodes in block
+    block = block.replace(tutorial_nodes, repr(redis_cluster.seeds))
+    exec(compile(block, "README.md", "exec"), {"__name__": "__docs__"})
+    task_id, state = capsys.readouterr().out.split()
+    assert len(task_id) == 36
+    assert state == "scheduled"  # process_in=1 minute
 
 
 def test_testing_page_example_is_a_working_test(tmp_path: Path) -> None:
