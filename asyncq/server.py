@@ -189,8 +189,9 @@ class Server:
         """Stop gracefully: no new tasks, let running ones finish within
         ``shutdown_timeout``, then cancel and requeue the rest, and clear the records.
 
-        A handler that ignores cancellation is abandoned after a short grace: its
-        task keeps its lease until the lease runs out, then the recoverer retries it.
+        A handler that ignores cancellation is abandoned after a short grace: its task
+        is put back into pending all the same (as asynq does), while the handler may
+        still be running in this process.
         """
         if self._shutdown_started or self._runner is None:
             return
@@ -202,12 +203,13 @@ class Server:
         forwarder, recoverer, janitor, *others = self._components
         await forwarder.stop()
         await self._dispatcher.stop_fetching()
-        await self._drain()
+        abandoned = await self._drain()
         for component in (recoverer, janitor, *others):
             await component.stop()
         await self._heartbeater.stop()
         self._release.set()
-        await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
+        if not abandoned:  # an abandoned handler holds the task group open for good
+            await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
         await self.connector.aclose()
 
     async def _wait_for_stop_or_crash(
@@ -301,14 +303,15 @@ class Server:
             self._ready.set()
             await self._release.wait()
 
-    async def _drain(self) -> None:
-        """Wait for running handlers up to the shutdown timeout, then cancel and requeue."""
+    async def _drain(self) -> int:
+        """Wait for running handlers up to the shutdown timeout, then cancel and requeue;
+        return how many handlers ignored the cancellation (their tasks are requeued too)."""
         assert self._dispatcher is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.shutdown_timeout):
                 await self._jobs.wait_empty()
         if not len(self._jobs):
-            return
+            return 0
         self.config.logger.warning(
             "shutdown timeout: cancelling %d running task(s) and requeueing them",
             len(self._jobs),
@@ -318,10 +321,14 @@ class Server:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.cancel_grace):
                 await self._jobs.wait_empty()
-        for job in self._jobs:
+        abandoned = list(self._jobs)
+        for job in abandoned:
             self.config.logger.error(
-                "handler of task %s ignores cancellation; abandoning it: nothing is written, "
-                "its lease runs out and the task is retried",
+                "handler of task %s ignores cancellation; abandoning it and requeueing the "
+                "task (the handler may still be running in this process)",
                 job.id,
             )
-            job.abandon()
+            job.abandon()  # whatever the handler does from now on, nothing more is written
+        finisher = self._dispatcher.finisher
+        await asyncio.gather(*(finisher.requeue(job) for job in abandoned))
+        return len(abandoned)

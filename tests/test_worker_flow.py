@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from asyncq import Client, Connector, ServeMux, Task
 from asyncq._proto.asynq_pb2 import ServerInfo, TaskMessage, WorkerInfo
 from asyncq.testing import ManualClock, eventually
@@ -141,6 +143,39 @@ async def test_heartbeat_publishes_records_and_extends_leases(
     assert not await connector.client.exists(server_key)
 
 
+async def test_a_handler_is_stopped_when_redis_refuses_to_extend_its_lease(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error reply (here WRONGTYPE; in life OOM under maxmemory, NOPERM, MISCONF) must
+    not keep a handler running past its lease, when the recoverer may start it again."""
+    clock = ManualClock()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("long")
+    async def long(task: Task) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    await _enqueue(connector, queue_name, 1, "long")
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(started.is_set)
+        lease_key = key(queue_name, "lease")
+        await connector.client.delete(lease_key)
+        await connector.client.set(lease_key, "not a sorted set")  # every ZADD now fails
+        try:
+            await eventually(lambda: "could not extend leases" in caplog.text)
+            assert not cancelled.is_set(), "the lease has not run out yet"
+            clock.advance(31)  # past the 30 s lease that was never extended
+            await eventually(cancelled.is_set, what="the handler to be stopped")
+        finally:
+            await connector.client.delete(lease_key)  # so that the shutdown can write
+
+
 async def test_recoverer_takes_back_expired_leases_and_orphans(
     connector: Connector, queue_name: str
 ) -> None:
@@ -213,11 +248,10 @@ async def test_shutdown_requeues_unfinished_tasks_at_the_head(
     assert await counter(connector, key(queue_name, "processed")) == 0
 
 
-async def test_handler_ignoring_cancellation_cannot_block_shutdown(
+async def test_handler_ignoring_cancellation_cannot_block_shutdown_and_its_task_is_requeued(
     connector: Connector, queue_name: str
 ) -> None:
-    started = asyncio.Event()
-    finish = asyncio.Event()
+    started, finish, returned = asyncio.Event(), asyncio.Event(), asyncio.Event()
     mux = ServeMux()
 
     @mux.handler("t")
@@ -228,17 +262,23 @@ async def test_handler_ignoring_cancellation_cannot_block_shutdown(
                 await finish.wait()
             except asyncio.CancelledError:
                 continue  # deliberately ignores cancellation
+        returned.set()
 
     (task_id,) = await _enqueue(connector, queue_name, 1)
-    began = time.monotonic()
     async with running_server(connector, mux, {queue_name: 1}, shutdown_timeout=0.2):
         await eventually(started.is_set)
-    elapsed = time.monotonic() - began
-    # The task was not lost: still active with its lease, so the recoverer brings it back.
-    assert await task_state(connector, queue_name, task_id) == "active"
-    assert await connector.client.zscore(key(queue_name, "lease"), task_id) is not None
-    assert elapsed < 10
+        began = time.monotonic()
+    stopping = time.monotonic() - began
+    # As asynq does: back at the head of pending at once, for another worker to run.
+    assert await task_state(connector, queue_name, task_id) == "pending"
+    assert await connector.client.lrange(key(queue_name, "pending"), 0, -1) == [task_id.encode()]
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+    assert stopping < 10, f"shutdown took {stopping:.2f}s"
     finish.set()
+    await eventually(returned.is_set)
+    # The abandoned handler returned normally, yet nothing was written for its task.
+    assert await task_state(connector, queue_name, task_id) == "pending"
 
 
 async def _lease_is(connector: Connector, queue: str, task_id: str, score: int) -> bool:

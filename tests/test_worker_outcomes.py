@@ -182,7 +182,7 @@ async def test_timeout_cancels_the_handler_and_retries(
     assert msg.error_msg.startswith("TaskDeadlineExceededError") and msg.retried == 1
 
 
-async def test_passed_deadline_fails_without_running_long(
+async def test_passed_deadline_fails_without_starting_the_handler(
     connector: Connector, queue_name: str
 ) -> None:
     clock = ManualClock()
@@ -202,6 +202,8 @@ async def test_passed_deadline_fails_without_running_long(
         await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg.startswith("TaskDeadlineExceededError")
+    assert "before it could start" in msg.error_msg
+    assert started == [], "not even the handler's code before its first await may run"
 
 
 async def test_unknown_task_type_is_a_failure(connector: Connector, queue_name: str) -> None:
@@ -290,3 +292,56 @@ async def test_corrupt_task_data_is_archived_not_lost(
     raw = await connector.client.hget(key(queue_name, "t:broken"), "msg")
     assert raw == b"\xff\xfe not protobuf"
     assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
+async def test_a_message_naming_another_task_is_archived_and_that_task_is_untouched(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("job")
+    async def job(task: Task) -> None:
+        ran.append(task.id)
+
+    async with Client(connector) as client:
+        other = await client.enqueue(Task("job"), queue=queue_name)
+        copy = await client.enqueue(Task("job"), queue=queue_name)
+    # copy's hash now holds other's message (a bad restore, a hand edit).
+    other_msg = await connector.client.hget(key(queue_name, f"t:{other.id}"), "msg")
+    await connector.client.hset(key(queue_name, f"t:{copy.id}"), "msg", other_msg)
+    async with running_server(connector, mux, {queue_name: 1}):
+        await eventually(lambda: state_is(connector, queue_name, copy.id, "archived"))
+        await eventually(lambda: gone(connector, queue_name, other.id))
+    assert ran == [other.id]  # once, for the task it belongs to
+    # Archived as it is (nothing lost, an operator can look); the log says why.
+    assert await connector.client.hget(key(queue_name, f"t:{copy.id}"), "msg") == other_msg
+    assert f"t:{copy.id} holds the message of task {other.id!r}" in caplog.text
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
+class _NotAnException(BaseException):
+    """Raised by some libraries (test frameworks, green threads) from inside a handler."""
+
+
+async def test_a_handler_raising_a_base_exception_fails_its_task_not_the_server(
+    connector: Connector, queue_name: str
+) -> None:
+    mux = ServeMux()
+
+    @mux.handler("odd")
+    async def odd(task: Task) -> None:
+        raise _NotAnException("gone")
+
+    @mux.handler("fine")
+    async def fine(task: Task) -> None:
+        pass
+
+    async with Client(connector) as client, running_server(connector, mux, {queue_name: 1}):
+        failed = await client.enqueue(Task("odd"), queue=queue_name)
+        await eventually(lambda: state_is(connector, queue_name, failed.id, "retry"))
+        served = await client.enqueue(Task("fine"), queue=queue_name)
+        await eventually(lambda: gone(connector, queue_name, served.id))
+    msg = await task_message(connector, queue_name, failed.id)
+    assert msg.error_msg == "_NotAnException: gone"
+    assert msg.retried == 1

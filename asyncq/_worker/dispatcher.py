@@ -402,6 +402,12 @@ class Dispatcher:
     ) -> Job:
         """The job of one dequeued task; raises if its message cannot be read."""
         msg = decode_message(raw, where=keys.task(task_id))
+        if msg.id != task_id:
+            # Run under another id, the task could never be acknowledged (it would sit in
+            # active for good), and its acknowledgement could delete that other task.
+            raise TaskDecodeError(
+                f"{keys.task(task_id)} holds the message of task {msg.id!r}, not its own"
+            )
         deadline = compute_deadline(msg, now)
         # Most tasks carry no headers: skip copying an empty map (a third of the cost).
         headers = dict(msg.headers) if msg.headers else None
@@ -483,7 +489,13 @@ class Dispatcher:
         outcome: BaseException | None = None
         task, resolve = job.task, self._resolve
         try:
-            if resolve is not None:
+            if job.deadline <= self.clock.time():
+                # Its deadline passed while it waited: asynq does not call the handler then,
+                # and neither does asyncq (not even the part before its first await).
+                outcome = TaskDeadlineExceededError(
+                    f"task {job.id} reached its deadline before it could start"
+                )
+            elif resolve is not None:
                 await resolve(task.type)(task)
             else:
                 await self.handler(task)
@@ -495,8 +507,12 @@ class Dispatcher:
                     # an ordinary failure, not a request to stop.
                     return error
                 raise  # the server itself is being torn down
-        except (Exception, SystemExit) as error:
-            outcome = error  # a handler calling sys.exit() fails its task, not the server
+        except KeyboardInterrupt:
+            raise  # the process is being stopped by hand
+        except BaseException as error:
+            # Whatever a handler raises fails its task, not the server: sys.exit(), a test
+            # framework's Failed or Skipped, a library's own BaseException subclass.
+            outcome = error
         finally:
             job.in_handler = False
             Deadlines.release(job)

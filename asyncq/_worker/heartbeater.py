@@ -105,7 +105,10 @@ class Heartbeater(PeriodicComponent):
                 await self.broker.extend_leases(
                     self.broker.keys(queue), [j.id for j in keep], expiry
                 )
-        except (AsyncqError, TimeoutError) as error:
+        except Exception as error:
+            # Any failure, also an error reply (OOM under maxmemory, NOPERM, MISCONF): the
+            # leases keep their old expiry, and the check after this stops the handlers
+            # whose lease ran out, so a recovered task does not run twice at once.
             self.logger.warning("could not extend leases in %s: %r", queue, error)
             return
         for job in keep:
