@@ -73,6 +73,7 @@ class QueueKeys:
         "processed_total",
         "retry",
         "scheduled",
+        "slot_guard",
         "task_prefix",
         "unique_prefix",
         "wakeup",
@@ -99,6 +100,11 @@ class QueueKeys:
         self.unique_prefix = p + "unique:"
         # asyncq's own addition: a sharded pub/sub channel that wakes idle workers.
         self.wakeup = p + "wakeup"
+        # asyncq's own, and never written: scripts that write keys they build themselves
+        # (task hashes) also declare this one. While the queue's slot migrates, a call
+        # naming a key the node lacks is refused (TRYAGAIN, or ASK) before it runs, and
+        # retried; without it, the script failed halfway at the first key already moved.
+        self.slot_guard = p + "slot-guard"
 
     def task(self, task_id: str) -> str:
         """The hash ``asynq:{q}:t:<id>`` holding one task's message and state."""

@@ -179,7 +179,9 @@ class Broker:
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         fresh = "1" if fresh_ids else "0"
         args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob, fresh]
-        taken = await self._store(load_script("enqueue_batch"), [keys.pending], args)
+        taken = await self._store(
+            load_script("enqueue_batch"), [keys.pending, keys.slot_guard], args
+        )
         codes = [ENQUEUED] * len(task_ids)
         for position in taken:
             codes[int(position) - 1] = ID_CONFLICT
@@ -274,6 +276,7 @@ class Broker:
             keys.lease,
             keys.processed_on(utc_date(now)),
             keys.processed_total,
+            keys.slot_guard,
         ]
         codes = await self.connector.run_script(load_script("done_many"), script_keys, args)
         return [bool(code) for code in codes]

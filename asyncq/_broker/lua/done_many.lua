@@ -6,6 +6,8 @@
 -- KEYS[2] = asynq:{q}:lease                  lease set
 -- KEYS[3] = asynq:{q}:processed:<yyyy-mm-dd> daily processed counter
 -- KEYS[4] = asynq:{q}:processed              total processed counter
+-- KEYS[5] = asynq:{q}:slot-guard             never exists: while the slot migrates, Redis
+--           refuses the call (TRYAGAIN) before any write, and the client retries
 -- ARGV[1] = daily counter expiry in Unix seconds (now + 90 days)
 -- ARGV[2] = the largest int64, where the total wraps
 -- ARGV[3] = task key prefix asynq:{q}:t:

@@ -7,6 +7,8 @@
 -- whole batch, so idle asyncq workers start at once.
 --
 -- KEYS[1] = asynq:{q}:pending             pending list
+-- KEYS[2] = asynq:{q}:slot-guard          never exists: while the slot migrates, Redis
+--           refuses the call (TRYAGAIN) before any write, and the client retries
 -- ARGV[1] = now in Unix nanoseconds (pending_since)
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- ARGV[3] = wake-up channel asynq:{q}:wakeup

@@ -1,0 +1,136 @@
+"""A queue's slot moving to another master (a reshard) while clients and workers use it.
+
+While the slot migrates, some of the queue's keys are on the old master and some on the
+new one. A script must not run halfway there: the calls wait (Redis answers TRYAGAIN,
+and the connector retries) and go through once the move is over, each task stored or
+acknowledged once. These tests move a slot by hand, as ``redis-cli --cluster reshard``
+does, on a cluster of their own (the shared one keeps its layout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from asyncq import Client, RedisClusterConnector, Task
+from asyncq._broker.rdb import Broker
+from asyncq._cluster.slots import queue_slot
+from asyncq.testing import LocalRedisCluster, eventually
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalRedisCluster]:
+    with LocalRedisCluster(replicas_per_master=0) as started:
+        yield started
+
+
+class SlotMove:
+    """One slot on its way from its master to another one, moved by hand."""
+
+    def __init__(self, cluster: LocalRedisCluster, slot: int) -> None:
+        self.cluster, self.slot = cluster, slot
+        source_address, _ = cluster.slot_owner(slot)
+        self.target_address = next(a for a in cluster.seeds if a != source_address)
+        self.source = cluster.node_for_address(source_address).admin_client()
+        self.target = cluster.node_for_address(self.target_address).admin_client()
+        self.source_id = _text(self.source.execute_command("CLUSTER", "MYID"))
+        self.target_id = _text(self.target.execute_command("CLUSTER", "MYID"))
+        self.target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.source_id)
+        self.source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.target_id)
+
+    def move(self, keys: list[str]) -> None:
+        """Move these keys to the new master now (a reshard moves keys in batches)."""
+        host, port = self.target_address.rsplit(":", 1)
+        self.source.execute_command("MIGRATE", host, int(port), "", 0, 5000, "KEYS", *keys)
+
+    def finish(self) -> None:
+        """Move every key left, then hand the slot over on every master."""
+        while keys := self.source.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 100):
+            self.move([_text(k) for k in keys])
+        for address in [self.target_address, *self.cluster.seeds]:
+            admin = self.cluster.node_for_address(address).admin_client()
+            admin.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id)
+
+    def refusals(self) -> int:
+        """How many calls the old master has refused with TRYAGAIN so far."""
+        stats = self.source.info("errorstats")
+        entry = stats.get("errorstat_TRYAGAIN", {"count": 0})
+        return int(entry["count"])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _queue() -> str:
+    return f"move-{uuid.uuid4().hex[:10]}"
+
+
+async def test_enqueues_during_a_slot_move_wait_for_it_and_store_each_task_once(
+    cluster: LocalRedisCluster,
+) -> None:
+    queue = _queue()
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=60)
+    async with connector, Client(connector) as client:
+        first = await client.enqueue(Task("before"), queue=queue)
+        move = SlotMove(cluster, queue_slot(queue))
+        move.move([f"asynq:{{{queue}}}:t:{first.id}"])  # one task hash is already across
+        refused = move.refusals()
+        single = asyncio.ensure_future(client.enqueue(Task("during"), queue=queue))
+        many = asyncio.ensure_future(
+            client.enqueue_many([Task("many", {"n": n}) for n in range(3)], queue=queue)
+        )
+        # Both were refused before they ran, and are being retried: not failed.
+        await eventually(lambda: move.refusals() >= refused + 2, within=10)
+        assert not single.done() and not many.done()
+        move.finish()
+        during = await single
+        results = await many
+        assert [r.ok for r in results] == [True, True, True]
+        pending = await connector.client.lrange(f"asynq:{{{queue}}}:pending", 0, -1)
+    stored = [raw.decode() for raw in pending]
+    expected = [first.id, during.id, *(r.info.id for r in results if r.info is not None)]
+    assert sorted(stored) == sorted(expected), "each task once, none lost"
+    owner, _ = cluster.slot_owner(queue_slot(queue))
+    assert owner == move.target_address
+    target = redis.Redis.from_url(f"redis://{owner}")
+    for task_id in expected:
+        assert target.hget(f"asynq:{{{queue}}}:t:{task_id}", "state") == b"pending"
+
+
+async def test_acknowledgements_during_a_slot_move_wait_for_it_and_leave_nothing_behind(
+    cluster: LocalRedisCluster,
+) -> None:
+    queue = _queue()
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=60)
+    async with connector, Client(connector) as client:
+        for n in range(4):
+            await client.enqueue(Task("t", {"n": n}), queue=queue)
+        broker = Broker(connector)
+        keys = broker.keys(queue)
+        lease_expiry = int(time.time()) + 600
+        earlier, *taken = [task_id for task_id, _ in await broker.dequeue(keys, 4, lease_expiry)]
+        # One done before the move, so that the counters exist on the old master (their
+        # absence alone would make Redis refuse the call, and hide what is tested here).
+        assert await broker.done_many(keys, [(earlier, "")], time.time()) == [True]
+        move = SlotMove(cluster, queue_slot(queue))
+        move.move([keys.task(taken[1])])  # one finished task's hash is already across
+        refused = move.refusals()
+        acks = asyncio.ensure_future(
+            broker.done_many(keys, [(task_id, "") for task_id in taken], time.time())
+        )
+        await eventually(lambda: move.refusals() > refused, within=10)
+        assert not acks.done()
+        move.finish()
+        assert await acks == [True, True, True]
+        redis_client = connector.client
+        for task_id in taken:
+            assert not await redis_client.exists(keys.task(task_id)), "no hash left behind"
+        assert await redis_client.llen(keys.active) == 0
+        assert await redis_client.zcard(keys.lease) == 0
+        assert int(await redis_client.get(keys.processed_total)) == 4
