@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -71,6 +73,30 @@ def own_server() -> Iterator[RedisServerProcess]:
     server = RedisServerProcess().start()
     yield server
     server.stop()
+
+
+async def test_users_connecting_at_once_share_one_client_and_leave_no_connection(
+    own_server: RedisServerProcess,
+) -> None:
+    admin = own_server.admin_client()
+
+    def open_connections() -> int:
+        return int(admin.info("clients")["connected_clients"]) - 1  # not this admin one
+
+    connector = RedisConnector(own_server.url)
+    first, second = Client(connector), Client(connector)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        await asyncio.gather(first.__aenter__(), second.__aenter__())
+        await first.enqueue(Task("a"), queue="shared")
+        await second.enqueue(Task("b"), queue="shared")
+        await first.aclose()
+        await second.aclose()
+        gc.collect()
+    # Before, each made its own redis-py client, and one was dropped without being closed.
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == []
+    await eventually(lambda: open_connections() == 0, what="every connection closed")
 
 
 async def test_stopping_redis_gives_the_documented_error(

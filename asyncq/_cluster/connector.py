@@ -90,6 +90,9 @@ class Connector(ABC):
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._users = 0
         self._links: ScriptLinks | None = None
+        # Users that connect at the same moment (a client and a server entered together)
+        # wait for one first contact, instead of each making a client of its own.
+        self._connecting = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -115,13 +118,21 @@ class Connector(ABC):
         self._users += 1
         if self._client is not None:
             return
+        try:
+            async with self._connecting:
+                if self._client is None:  # else another user connected while this one waited
+                    await self._first_contact()
+        except BaseException:
+            self._users -= 1
+            raise
+
+    async def _first_contact(self) -> None:
         client = self._make_client()
         try:
             await call_with_retry(
                 lambda: self._handshake(client), deadline=self.retry_deadline, address=self.address
             )
         except BaseException:
-            self._users -= 1
             await client.aclose()
             raise
         self._client = client
@@ -206,7 +217,8 @@ class Connector(ABC):
         The call goes over a lean pipelined link to the node (see ``links``) and falls
         back to redis-py, which follows failovers and slot moves, when the link cannot
         carry it. Every send after the first uses ``resend`` as the arguments, when
-        given: the first may have run even though its reply was lost.
+        given: the first may have run even though its reply was lost. So does every
+        send through redis-py, which sends a call again by itself after a timeout.
         """
         sends = 0
 
@@ -223,7 +235,8 @@ class Connector(ABC):
                     return await self._run_on_link(links, script, keys[0], command)
                 except LinkUnusable:
                     pass  # redis-py takes this attempt
-            current = arguments()
+            # Not the first send's form: redis-py may repeat this one after a timeout.
+            current = resend if resend is not None else arguments()
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *current)
             except rx.NoScriptError:
