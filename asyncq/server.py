@@ -321,13 +321,20 @@ class Server:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.cancel_grace):
                 await self._jobs.wait_empty()
-        abandoned = list(self._jobs)
-        for job in abandoned:
-            self.config.logger.error(
-                "handler of task %s ignores cancellation; abandoning it and requeueing the "
-                "task (the handler may still be running in this process)",
-                job.id,
-            )
+        abandoned = [job for job in self._jobs if job.in_handler]
+        for job in self._jobs:
+            if job.in_handler:
+                self.config.logger.error(
+                    "handler of task %s ignores cancellation; abandoning it and requeueing "
+                    "the task (the handler may still be running in this process)",
+                    job.id,
+                )
+            else:  # its handler is done; Redis has not taken its outcome yet
+                self.config.logger.error(
+                    "the outcome of task %s is not written yet; leaving it: the task keeps "
+                    "its lease until it runs out, then it is retried",
+                    job.id,
+                )
             job.abandon()  # whatever the handler does from now on, nothing more is written
         finisher = self._dispatcher.finisher
         await asyncio.gather(*(finisher.requeue(job) for job in abandoned))
