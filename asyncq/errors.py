@@ -12,6 +12,7 @@ __all__ = [
     "LeaseExpiredError",
     "QueueNotEmptyError",
     "QueueNotFoundError",
+    "RedisRefusedError",
     "ResultNotKeptError",
     "ResultTimeoutError",
     "RevokeTask",
@@ -73,6 +74,22 @@ class ConnectionFailedError(AsyncqError, ConnectionError):
         )
         self.address = address
         self.waited = waited
+
+
+class RedisRefusedError(ConnectionFailedError):
+    """Redis answered, but refused this connector: wrong credentials, or a single server
+    given to ``RedisClusterConnector``. Trying again cannot help, so it is raised at once
+    (a ``ConnectionFailedError``, so code that handles that one handles this too)."""
+
+    def __init__(self, address: str, cause: BaseException) -> None:
+        text = str(cause)
+        if "cluster mode is not enabled" in text.lower():
+            hint = "it is not a cluster node: use RedisConnector for a single Redis server"
+        else:
+            hint = "check the username and password given to the connector"
+        AsyncqError.__init__(self, f"Redis at {address} refused the connection ({text}); {hint}")
+        self.address = address
+        self.waited = 0.0
 
 
 class TaskDecodeError(AsyncqError):

@@ -17,6 +17,7 @@ from asyncq import (
     InvalidOptionError,
     RedisClusterConnector,
     RedisConnector,
+    RedisRefusedError,
     Task,
 )
 from asyncq._cluster.retry import is_retryable
@@ -97,6 +98,31 @@ async def test_users_connecting_at_once_share_one_client_and_leave_no_connection
     unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert unclosed == []
     await eventually(lambda: open_connections() == 0, what="every connection closed")
+
+
+async def test_a_wrong_password_is_refused_at_once_with_what_to_check(
+    own_server: RedisServerProcess,
+) -> None:
+    own_server.admin_client().config_set("requirepass", "right")
+    for connector in (
+        RedisConnector(port=own_server.port, password="wrong", retry_deadline=3),
+        RedisConnector(port=own_server.port, retry_deadline=3),  # no password at all
+    ):
+        with pytest.raises(RedisRefusedError, match="check the username and password") as caught:
+            async with connector:
+                pass
+        # Still a ConnectionFailedError: code that handles that one handles this too.
+        assert isinstance(caught.value, ConnectionFailedError)
+        assert caught.value.address == own_server.address
+
+
+async def test_a_single_server_given_to_the_cluster_connector_is_named_as_such(
+    own_server: RedisServerProcess,
+) -> None:
+    connector = RedisClusterConnector([own_server.address], retry_deadline=3)
+    with pytest.raises(RedisRefusedError, match="use RedisConnector for a single Redis server"):
+        async with connector:
+            pass
 
 
 async def test_stopping_redis_gives_the_documented_error(

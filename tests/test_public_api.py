@@ -28,6 +28,7 @@ EXPECTED = {
     "QueueNotFoundError",
     "RedisClusterConnector",
     "RedisConnector",
+    "RedisRefusedError",
     "ResultNotKeptError",
     "ResultTimeoutError",
     "RevokeTask",

@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from redis import exceptions as rx
 
-from asyncq.errors import ConnectionFailedError
+from asyncq.errors import ConnectionFailedError, RedisRefusedError
 
-__all__ = ["RETRYABLE_ERRORS", "call_with_retry", "is_retryable"]
+__all__ = ["RETRYABLE_ERRORS", "call_with_retry", "is_refusal", "is_retryable"]
 
 T = TypeVar("T")
 
@@ -55,6 +55,26 @@ def is_retryable(error: BaseException) -> bool:
     return False
 
 
+# What Redis says when it refuses the connector itself, however often it is asked. (redis-py
+# wraps some of these in a ConnectionError, or in RedisClusterException's "cannot be
+# connected" while it looks for a seed, both otherwise passing faults.)
+_REFUSALS = (
+    "invalid username-password pair",
+    "authentication required",
+    "wrongpass",
+    "noauth",
+    "cluster mode is not enabled",
+)
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether Redis refused the connector's settings (credentials, topology): no retry."""
+    if isinstance(error, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError):
+        return True
+    text = str(error).lower()
+    return any(refusal in text for refusal in _REFUSALS)
+
+
 def _raised_inside_redis_py(error: BaseException) -> bool:
     trace = error.__traceback__
     if trace is None:
@@ -84,6 +104,8 @@ async def call_with_retry(
         try:
             return await op()
         except Exception as error:
+            if is_refusal(error):
+                raise RedisRefusedError(address, error) from error
             if not is_retryable(error):
                 raise
             waited = time.monotonic() - started
