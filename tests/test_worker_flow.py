@@ -203,6 +203,30 @@ async def test_recoverer_takes_back_expired_leases_and_orphans(
     assert await connector.client.zcard(key(queue_name, "lease")) == 0
 
 
+async def test_recoverer_archives_abandoned_tasks_it_cannot_read(
+    connector: Connector, queue_name: str
+) -> None:
+    """A task left active whose message is unreadable, or names another task, can never
+    be retried: it is archived as it is, instead of being listed again at every pass."""
+    now = int(time.time())
+    other = TaskMessage(type="t", id="other", queue=queue_name, retry=25, timeout=60)
+    stored = {"garbled": b"\xff\xfe not protobuf", "copy": other.SerializeToString()}
+    for task_id, raw in stored.items():
+        await connector.client.hset(
+            key(queue_name, f"t:{task_id}"), mapping={"msg": raw, "state": "active"}
+        )
+        await connector.client.lpush(key(queue_name, "active"), task_id)
+    await connector.client.zadd(key(queue_name, "lease"), {"garbled": now - 100})  # "copy": none
+    async with running_server(connector, ServeMux(), {queue_name: 1}):
+        await eventually(lambda: state_is(connector, queue_name, "garbled", "archived"))
+        await eventually(lambda: state_is(connector, queue_name, "copy", "archived"))
+    for task_id, raw in stored.items():
+        assert await connector.client.hget(key(queue_name, f"t:{task_id}"), "msg") == raw
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+    assert await connector.client.zcard(key(queue_name, "lease")) == 0
+    assert not await connector.client.exists(key(queue_name, "t:other"))
+
+
 async def test_due_scheduled_task_runs_and_grouped_one_joins_its_group(
     connector: Connector, queue_name: str
 ) -> None:

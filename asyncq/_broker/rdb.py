@@ -401,19 +401,20 @@ class Broker:
             pairs += [expiry, task_id]
         await self.connector.execute("ZADD", keys.lease, "XX", *pairs)
 
-    async def list_lease_expired(self, keys: QueueKeys, cutoff: int) -> list[bytes]:
-        """asynq's ListLeaseExpired: messages of tasks whose lease ended by ``cutoff``."""
+    async def list_lease_expired(self, keys: QueueKeys, cutoff: int) -> list[tuple[str, bytes]]:
+        """asynq's ListLeaseExpired: (id, message) of tasks whose lease ended by ``cutoff``."""
         reply = await self.connector.run_script(
             load_script("list_lease_expired"), [keys.lease, keys.active], [cutoff, keys.task_prefix]
         )
-        return list(reply)
+        return _id_message_pairs(reply)
 
-    async def list_orphaned(self, keys: QueueKeys) -> list[bytes]:
-        """Messages of active tasks that hold no lease at all (asynq never recovers these)."""
+    async def list_orphaned(self, keys: QueueKeys) -> list[tuple[str, bytes]]:
+        """(id, message) of active tasks that hold no lease at all (asynq never recovers
+        these)."""
         reply = await self.connector.run_script(
             load_script("list_orphaned"), [keys.active, keys.lease], [keys.task_prefix]
         )
-        return list(reply)
+        return _id_message_pairs(reply)
 
     async def delete_expired_completed(self, keys: QueueKeys, now: float, batch: int) -> int:
         """asynq's DeleteExpiredCompletedTasks, looping until nothing is left to delete."""
@@ -441,3 +442,8 @@ class Broker:
     async def unpause(self, keys: QueueKeys) -> bool:
         """asynq's Unpause; False if the queue was not paused."""
         return bool(await self.connector.execute("DEL", keys.paused))
+
+
+def _id_message_pairs(reply: list[bytes]) -> list[tuple[str, bytes]]:
+    """A flat script reply ``id, message, id, message, ...`` as (id, message) pairs."""
+    return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]

@@ -46,14 +46,20 @@ class Recoverer(PeriodicComponent):
             await self.groups.reclaim_stale_sets(keys, now)
             expired = await self.broker.list_lease_expired(keys, cutoff)
             orphaned = await self.broker.list_orphaned(keys)
-            for raw in expired + orphaned:
-                await self._recover(keys, raw, cutoff)
+            for task_id, raw in expired + orphaned:
+                await self._recover(keys, task_id, raw, cutoff)
 
-    async def _recover(self, keys: QueueKeys, raw: bytes, cutoff: int) -> None:
+    async def _recover(self, keys: QueueKeys, task_id: str, raw: bytes, cutoff: int) -> None:
         try:
-            msg = decode_message(raw, where=keys.name)
+            msg = decode_message(raw, where=keys.task(task_id))
+            if msg.id != task_id:
+                raise TaskDecodeError(f"{keys.task(task_id)} holds the message of task {msg.id!r}")
         except TaskDecodeError as error:
-            self.logger.error("cannot recover a task of %s: %s", keys.name, error)
+            # Unreadable, it can never be retried: archived as it is (nothing lost, an
+            # operator can look), or it would be listed again at every pass, for good.
+            self.logger.error("archiving abandoned task %s: %s", task_id, error)
+            now = self.config.clock.time()
+            await self.broker.archive(keys, task_id, raw, now=now, recover_cutoff=cutoff)
             return
         lost = LeaseExpiredError(f"task {msg.id} lost its worker (lease expired)")
         if await self.finisher.retry_or_archive(keys, msg, lost, recover_cutoff=cutoff):

@@ -7,11 +7,13 @@
 -- ARGV[1] = cutoff in Unix seconds
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>
--- RETURNS = the messages of those tasks
+-- RETURNS = id, message, id, message, ... of those tasks (the id as listed, so that a
+--           task whose message cannot be read can still be archived by it)
 local out = {}
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
   local msg = redis.call("HGET", ARGV[2] .. id, "msg")
   if msg then
+    out[#out + 1] = id
     out[#out + 1] = msg
   else
     redis.call("ZREM", KEYS[1], id)

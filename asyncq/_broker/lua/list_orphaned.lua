@@ -7,12 +7,14 @@
 -- KEYS[2] = asynq:{q}:lease    lease set
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>
--- RETURNS = the messages of those tasks (ids without a task hash are dropped from active)
+-- RETURNS = id, message, id, message, ... of those tasks (ids without a task hash are
+--           dropped from active)
 local out = {}
 for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
   if not redis.call("ZSCORE", KEYS[2], id) then
     local msg = redis.call("HGET", ARGV[1] .. id, "msg")
     if msg then
+      out[#out + 1] = id
       out[#out + 1] = msg
     else
       redis.call("LREM", KEYS[1], 0, id)
