@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.errors import TaskDecodeError
 
-__all__ = ["MessageTemplate", "TaskMessage", "decode_message", "new_message"]
+__all__ = ["MessageTemplate", "TaskMessage", "decode_message", "decode_stored", "new_message"]
 
 
 def new_message(
@@ -55,6 +55,17 @@ def decode_message(data: bytes, *, where: str = "") -> TaskMessage:
             f"task data{place} is not a valid asynq TaskMessage ({error}); "
             "it was not written by asynq or asyncq, or it is corrupt"
         ) from error
+    return msg
+
+
+def decode_stored(data: bytes, task_id: str, key: str) -> TaskMessage:
+    """The message stored in the hash ``key`` of task ``task_id``. Raises
+    ``TaskDecodeError`` if it is corrupt or names another task: run or retried under that
+    other id, it could never be acknowledged, and its writes would land on the other task.
+    """
+    msg = decode_message(data, where=key)
+    if msg.id != task_id:
+        raise TaskDecodeError(f"{key} holds the message of task {msg.id!r}, not its own")
     return msg
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.message import decode_message
+from asyncq._broker.message import decode_stored
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.router import QueueRouter
 from asyncq._proto.asynq_pb2 import TaskMessage
@@ -401,13 +401,7 @@ class Dispatcher:
         self, keys: QueueKeys, task_id: str, raw: bytes, now: float, lease_expiry: float
     ) -> Job:
         """The job of one dequeued task; raises if its message cannot be read."""
-        msg = decode_message(raw, where=keys.task(task_id))
-        if msg.id != task_id:
-            # Run under another id, the task could never be acknowledged (it would sit in
-            # active for good), and its acknowledgement could delete that other task.
-            raise TaskDecodeError(
-                f"{keys.task(task_id)} holds the message of task {msg.id!r}, not its own"
-            )
+        msg = decode_stored(raw, task_id, keys.task(task_id))
         deadline = compute_deadline(msg, now)
         # Most tasks carry no headers: skip copying an empty map (a third of the cost).
         headers = dict(msg.headers) if msg.headers else None

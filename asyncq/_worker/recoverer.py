@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from asyncq._broker.groups import GroupBroker
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.message import decode_message
+from asyncq._broker.message import decode_stored
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.router import QueueRouter
 from asyncq._worker.component import PeriodicComponent
@@ -51,9 +51,7 @@ class Recoverer(PeriodicComponent):
 
     async def _recover(self, keys: QueueKeys, task_id: str, raw: bytes, cutoff: int) -> None:
         try:
-            msg = decode_message(raw, where=keys.task(task_id))
-            if msg.id != task_id:
-                raise TaskDecodeError(f"{keys.task(task_id)} holds the message of task {msg.id!r}")
+            msg = decode_stored(raw, task_id, keys.task(task_id))
         except TaskDecodeError as error:
             # Unreadable, it can never be retried: archived as it is (nothing lost, an
             # operator can look), or it would be listed again at every pass, for good.
