@@ -153,6 +153,14 @@ class Scheduler:
     ) -> str:
         """Add an entry; returns its id. The same spec, task and options give the same id
         in every process, which is what lets several schedulers share the work."""
+        entry = self._new_entry(spec, task, entry_id, options)
+        self._entries[entry.id] = entry
+        return entry.id
+
+    def _new_entry(
+        self, spec: str, task: Task, entry_id: str | None, options: Mapping[str, object]
+    ) -> _Entry:
+        """An entry, checked: a bad schedule or option raises ``InvalidOptionError``."""
         try:
             schedule = parse_schedule(spec, self.location)
         except ValueError as error:
@@ -162,10 +170,7 @@ class Scheduler:
         strings = go_option_strings(options)
         ident = entry_id or self._entry_id(spec, task, strings)
         now = datetime.fromtimestamp(self.clock.time(), UTC)
-        self._entries[ident] = _Entry(
-            ident, spec, schedule, task, dict(options), strings, schedule.next_after(now)
-        )
-        return ident
+        return _Entry(ident, spec, schedule, task, dict(options), strings, schedule.next_after(now))
 
     def _entry_id(self, spec: str, task: Task, strings: list[str]) -> str:
         zone = getattr(self.location, "key", str(self.location))
@@ -191,16 +196,29 @@ class Scheduler:
 
     def sync(self, configs: Iterable[PeriodicTaskConfig]) -> None:
         """Make the entries exactly ``configs``: new ones are added, missing ones removed,
-        unchanged ones keep their schedule (asynq's PeriodicTaskManager sync)."""
-        wanted: dict[str, PeriodicTaskConfig] = {}
+        unchanged ones keep their schedule (asynq's PeriodicTaskManager sync).
+
+        A config with a bad schedule or option does not hold the others back: every good
+        one is in effect when this raises ``InvalidOptionError`` naming the bad ones.
+        """
+        wanted: dict[str, _Entry] = {}
+        refused: list[str] = []
         for config in configs:
-            strings = go_option_strings(config.options)
-            wanted[self._entry_id(config.spec, config.task, strings)] = config
+            try:
+                entry = self._new_entry(config.spec, config.task, None, config.options)
+            except InvalidOptionError as error:
+                refused.append(f"{config.spec!r} ({config.task.type}): {error}")
+                continue
+            wanted[entry.id] = entry
         for ident in [i for i in self._entries if i not in wanted]:
             self.unregister(ident)
-        for ident, config in wanted.items():
-            if ident not in self._entries:
-                self.register(config.spec, config.task, entry_id=ident, **config.options)  # type: ignore[arg-type]
+        for ident, entry in wanted.items():
+            self._entries.setdefault(ident, entry)  # an unchanged entry keeps its next fire
+        if refused:
+            raise InvalidOptionError(
+                f"{len(refused)} periodic task config(s) refused, the others are in effect: "
+                + "; ".join(refused)
+            )
 
     # -- firing --------------------------------------------------------------------------
 
@@ -367,5 +385,7 @@ class PeriodicTaskManager:
             await asyncio.sleep(self.sync_interval)
             try:
                 await self.sync_now()
+            except InvalidOptionError as error:
+                self.scheduler.logger.error("%s", error)
             except Exception:
                 self.scheduler.logger.exception("config provider failed; entries unchanged")

@@ -186,5 +186,37 @@ async def test_periodic_task_manager_syncs_entries(connector: Connector, queue_n
     assert len(scheduler.entry_ids) == 1 and first not in scheduler.entry_ids
 
 
+async def test_a_bad_config_does_not_hold_back_the_good_ones(
+    connector: Connector, queue_name: str
+) -> None:
+    scheduler = Scheduler(connector)
+    stale = scheduler.register("@daily", Task("stale"), queue=queue_name)
+    configs = [
+        PeriodicTaskConfig("@hourly", Task("a"), {"queue": queue_name}),
+        PeriodicTaskConfig("61 * * * *", Task("typo"), {"queue": queue_name}),
+        PeriodicTaskConfig("@daily", Task("c"), {"queue": queue_name}),
+    ]
+    with pytest.raises(InvalidOptionError, match=r"1 periodic task config.*'61 \* \* \* \*'"):
+        scheduler.sync(configs)
+    # The good ones are in effect (entry ids are the same in every process), the stale
+    # one is gone.
+    other = Scheduler(connector)
+    good = {other.register(c.spec, c.task, **c.options) for c in configs if c.task.type != "typo"}  # type: ignore[arg-type]
+    assert set(scheduler.entry_ids) == good
+    assert stale not in scheduler.entry_ids
+
+
+@pytest.mark.parametrize(("spec", "seconds"), [("@every 1.5s", 1), ("@every 1m0.1s", 60)])
+def test_every_keeps_whole_seconds_and_always_moves_forward(spec: str, seconds: int) -> None:
+    schedule = parse_schedule(spec)
+    assert schedule.interval == seconds  # as asynq's cron library: the fraction is dropped
+    start = utc(2030, 1, 1).timestamp()
+    for step in range(2_000):  # moments with every kind of fraction, fires included
+        moment = datetime.fromtimestamp(start + step * 0.37, UTC)
+        fire = schedule.next_after(moment)
+        assert fire is not None and fire > moment
+        assert fire.timestamp() % seconds == 0
+
+
 def test_cluster_connector_is_accepted() -> None:
     Scheduler(RedisClusterConnector(["127.0.0.1:7000"])).register("@daily", Task("t"))

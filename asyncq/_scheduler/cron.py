@@ -55,15 +55,17 @@ class Schedule:
 class EverySpec(Schedule):
     """``@every <duration>``: on multiples of the interval since the Unix epoch."""
 
-    seconds: float
+    seconds: int  # whole seconds, as asynq's cron library keeps them
 
     def next_after(self, moment: datetime) -> datetime | None:
-        now = moment.timestamp()
-        return datetime.fromtimestamp((math.floor(now / self.seconds) + 1) * self.seconds, UTC)
+        # Integer steps: with a fractional interval, float rounding could hand back the
+        # very moment it was given, and a caller looping to the next fire never ended.
+        step = self.seconds
+        return datetime.fromtimestamp((math.floor(moment.timestamp()) // step + 1) * step, UTC)
 
     @property
     def interval(self) -> float:
-        return self.seconds
+        return float(self.seconds)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,9 @@ def parse_schedule(spec: str, location: tzinfo = UTC) -> Schedule:
         seconds = parse_go_duration(text[len("@every") :])
         if seconds <= 0:
             raise ValueError("@every needs a positive duration")
-        return EverySpec(max(seconds, 1.0))  # robfig rounds sub-second intervals up to 1s
+        # As robfig's cron (asynq's): under a second is a second, and the rest of a second
+        # is dropped (@every 1.5s fires every second).
+        return EverySpec(max(int(seconds), 1))
     text = DESCRIPTORS.get(text, text)
     parts = text.split()
     if len(parts) != 5:
