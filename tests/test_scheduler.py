@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -216,6 +217,23 @@ def test_every_keeps_whole_seconds_and_always_moves_forward(spec: str, seconds: 
         fire = schedule.next_after(moment)
         assert fire is not None and fire > moment
         assert fire.timestamp() % seconds == 0
+
+
+def test_the_hour_the_clocks_repeat_keeps_an_hourly_or_finer_spec_firing() -> None:
+    new_york = ZoneInfo("America/New_York")  # 2030-11-03: 01:00-01:59 comes twice
+    quarter = parse_schedule("*/15 * * * *", new_york)
+    fires, moment = [], utc(2030, 11, 3, 4, 50)
+    for _ in range(10):
+        fire = quarter.next_after(moment)
+        assert fire is not None
+        fires.append(moment := fire)
+    assert fires[0] == utc(2030, 11, 3, 5, 0) and fires[-1] == utc(2030, 11, 3, 7, 15)
+    assert {later - earlier for earlier, later in pairwise(fires)} == {timedelta(minutes=15)}
+    # A job at one hour of the day fires once, at the first of the two 01:30s.
+    daily = parse_schedule("30 1 * * *", new_york)
+    first = daily.next_after(utc(2030, 11, 2, 12))
+    assert first == utc(2030, 11, 3, 5, 30)
+    assert daily.next_after(first) == utc(2030, 11, 4, 6, 30)
 
 
 def test_cluster_connector_is_accepted() -> None:

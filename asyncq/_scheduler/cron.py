@@ -96,21 +96,41 @@ class CronSpec(Schedule):
         return dom or dow
 
     def next_after(self, moment: datetime) -> datetime | None:
-        local = moment.astimezone(self.zone)
+        after = moment.astimezone(UTC)
+        local = after.astimezone(self.zone)
         day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        earliest_hour = local.hour - 1  # an hour of margin for a repeated hour
         for _ in range(SEARCH_DAYS):
             if self._day_matches(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        wall = day.replace(hour=hour, minute=minute)
-                        fire = wall.replace(tzinfo=self.zone)
-                        # A wall time skipped by a DST change does not exist: no fire.
-                        if fire.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != wall:
-                            continue
-                        if fire > moment:
-                            return fire
+                # Hour by hour: every reading of an hour comes before those of the next,
+                # even when the clocks go back, but not always within the hour.
+                for hour in sorted(h for h in self.hours if h >= earliest_hour):
+                    fires = sorted(
+                        fire
+                        for minute in self.minutes
+                        for fire in self._readings(day.replace(hour=hour, minute=minute))
+                        if fire > after
+                    )
+                    if fires:
+                        return fires[0]
             day += timedelta(days=1)
+            earliest_hour = 0
         return None
+
+    def _readings(self, wall: datetime) -> list[datetime]:
+        """The moments (UTC) a wall time of the zone stands for: none when a DST change
+        skips it; its first reading; and, when the clocks go back and repeat it, its
+        second reading too if the spec names more than one hour (hourly or finer), so that
+        "every 15 minutes" keeps firing through the repeated hour, while a job at one hour
+        of the day still fires once."""
+        first = wall.replace(tzinfo=self.zone)
+        if first.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != wall:
+            return []
+        readings = [first.astimezone(UTC)]
+        second = wall.replace(tzinfo=self.zone, fold=1)
+        if len(self.hours) > 1 and second.utcoffset() != first.utcoffset():
+            readings.append(second.astimezone(UTC))
+        return readings
 
 
 def _field(text: str, index: int) -> tuple[frozenset[int], bool]:
