@@ -21,6 +21,7 @@ from asyncq.errors import InvalidOptionError
 __all__ = [
     "DEFAULT_MAX_RETRY",
     "DEFAULT_TIMEOUT",
+    "MAX_RETRY",
     "EnqueueOptions",
     "ResolvedOptions",
     "new_task_id",
@@ -30,6 +31,7 @@ __all__ = [
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_RETRY = 25
+MAX_RETRY = 2**31 - 1  # the message's retry field is an int32
 DEFAULT_TIMEOUT = 1800  # seconds; asynq's default when neither timeout nor deadline is set
 
 Duration = timedelta | int | float
@@ -117,7 +119,7 @@ def new_task_ids(count: int) -> list[str]:
     return [joined[i : i + _UUID_LENGTH] for i in range(0, _UUID_LENGTH * count, _UUID_LENGTH)]
 
 
-def _seconds(name: str, value: object, *, minimum: float) -> float:
+def _seconds(name: str, value: object, *, minimum: float, longest: float = MAX_DURATION) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -128,6 +130,8 @@ def _seconds(name: str, value: object, *, minimum: float) -> float:
         )
     if not math.isfinite(seconds) or seconds < minimum:
         raise InvalidOptionError(f"{name} must be at least {minimum:g} second(s), got {seconds:g}")
+    if seconds > longest:
+        raise InvalidOptionError(f"{name} must be at most 100 years, got {seconds:g} seconds")
     return seconds
 
 
@@ -167,6 +171,11 @@ def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
     max_retry = options.get("max_retry", DEFAULT_MAX_RETRY)
     if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
         raise InvalidOptionError(f"max_retry must be a whole number >= 0, got {max_retry!r}")
+    if max_retry > MAX_RETRY:
+        raise InvalidOptionError(
+            f"max_retry must be at most {MAX_RETRY} (it is stored as a 32-bit number), "
+            f"got {max_retry!r}"
+        )
 
     if "process_at" in options and "process_in" in options:
         raise InvalidOptionError("give process_at or process_in, not both")
@@ -179,7 +188,7 @@ def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
     timeout = 0
     if "timeout" in options:
         # Stored in whole seconds: a shorter timeout would be stored as "none".
-        timeout = int(_seconds("timeout", options["timeout"], minimum=1))
+        timeout = int(_seconds("timeout", options["timeout"], minimum=1, longest=math.inf))
         if timeout > MAX_DURATION:
             raise InvalidOptionError("timeout must be at most 100 years; use deadline= instead")
     deadline = 0

@@ -39,6 +39,7 @@ from asyncq.errors import (
     InvalidOptionError,
     QueueNotEmptyError,
     QueueNotFoundError,
+    TaskDecodeError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -171,8 +172,17 @@ class SchedulerEvent:
     enqueued_at: datetime
 
 
+_STATE_NAMES = frozenset(state.value for state in TaskState)
+
+
 def task_info(msg: TaskMessage, state: str, result: bytes, score: str, now: float) -> TaskInfo:
-    """A ``TaskInfo`` from the stored fields of a task."""
+    """A ``TaskInfo`` from the stored fields of a task; ``TaskDecodeError`` if its stored
+    state is missing or unknown (a hash cut short, or not written by asynq or asyncq)."""
+    if state not in _STATE_NAMES:
+        raise TaskDecodeError(
+            f"task {msg.id!r} of queue {msg.queue!r} has no valid state ({state!r}); "
+            "its stored data is incomplete"
+        )
     scored = float(score) if score else None
     next_at: datetime | None = None
     if state == "pending":
@@ -317,7 +327,9 @@ class Inspector:
         keys = await self._queue(queue)
         start = (page - 1) * size
         raw = await self._inspect.list_tasks(keys, state, start, start + size - 1, group)
-        return [self._info(keys.name, item) for item in raw]
+        # An id listed without a task hash (asynq leaves some behind when Redis evicts
+        # keys) is not a task: it is left out rather than failing the whole page.
+        return [self._info(keys.name, item) for item in raw if item[1] or item[2]]
 
     @staticmethod
     def _info(queue: str, item: RawTask) -> TaskInfo:
@@ -462,7 +474,10 @@ class Inspector:
             return await self._nodes_from_cluster_nodes(queue, slot)
         for shard in _shards(shards):
             if any(lo <= slot <= hi for lo, hi in _ranges(shard.get("slots", []))):
-                nodes = [_node(n) for n in shard.get("nodes", [])]
+                # Failed or still-syncing nodes are left out, as CLUSTER SLOTS (what asynq
+                # reads) leaves them out.
+                live = [n for n in shard.get("nodes", []) if n.get("health") == "online"]
+                nodes = [_node(n) for n in live]
                 nodes = [n for n in nodes if n.role in ("master", "replica")]
                 return sorted(nodes, key=lambda n: n.role != "master")
         raise QueueNotFoundError(f"no node serves slot {slot} of queue {queue!r}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -303,10 +304,33 @@ def test_unreachable_redis_is_one_readable_line() -> None:
         (["task", "enqueue", "-t", "x", "--process-in", "5x"], "'5x' is not a duration"),
         (["task", "enqueue", "-t", "x", "--deadline", "2030-01-01T00:00:00"], "no time zone"),
         (["queue", "history", "q", "--days", "0"], "Invalid value for '-x' / '--days'"),
+        (["task", "enqueue", "-t", "x", "--retention", "1e300"], "'1e300' is too long a duration"),
+        (["task", "enqueue", "-t", "x", "-r", str(2**31)], "is not in the range 0<=x<=2147483647"),
     ],
 )
 def test_bad_flag_value_is_a_usage_error(args: list[str], message: str) -> None:
     assert message in one_error_line(invoke(*args), exit_code=2)
+
+
+def test_stats_and_queue_ls_skip_a_queue_name_asyncq_refuses(
+    redis_server: StandaloneTarget, url: list[str]
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    ok(invoke("task", "enqueue", "-t", "x", "-q", "stats-good", *url))
+    admin.sadd("asynq:queues", "legacy{x}")  # a name Go's asynq accepts
+    try:
+        result = invoke("stats", *url)
+        assert result.exit_code == 0, result.output
+        assert "skipped queue 'legacy{x}'" in result.stderr
+        assert "stats-good" in result.stdout
+    finally:
+        admin.srem("asynq:queues", "legacy{x}")
+
+
+def test_a_blank_task_type_is_a_usage_error_and_nothing_is_written(url: list[str]) -> None:
+    result = invoke("task", "enqueue", "-t", " ", "-q", "blank-type", *url)
+    assert "task type must be a non-blank str" in one_error_line(result, exit_code=2)
+    assert ok(invoke("queue", "ls", *url)).split().count("blank-type") == 0
 
 
 # -- with a running worker: pause/resume, cancel, server ls -----------------------------------

@@ -18,6 +18,7 @@ from asyncq import (
     QueueNotFoundError,
     ServeMux,
     Task,
+    TaskDecodeError,
     TaskNotFoundError,
     TaskState,
     TaskStateError,
@@ -81,6 +82,21 @@ async def test_unknown_queue_and_task_are_clear_errors(
             await inspector.task_info(queue_name, "nope")
         with pytest.raises(InvalidOptionError, match="state must be one of"):
             await inspector.list_tasks(queue_name, "running")
+
+
+async def test_an_id_listed_without_its_task_is_left_out_and_a_stateless_one_named(
+    connector: Connector, queue_name: str
+) -> None:
+    async with Client(connector) as client:
+        real = await client.enqueue(Task("real"), queue=queue_name)
+    # What eviction or a write cut short leaves behind (asynq issue #1144).
+    await connector.client.lpush(key(queue_name, "pending"), "ghost")
+    async with Inspector(connector) as inspector:
+        listed = await inspector.list_tasks(queue_name, "pending")
+        assert [task.id for task in listed] == [real.id]
+        await connector.client.hdel(key(queue_name, f"t:{real.id}"), "state")
+        with pytest.raises(TaskDecodeError, match="has no valid state"):
+            await inspector.task_info(queue_name, real.id)
 
 
 async def test_history_reads_the_daily_counters(connector: Connector, queue_name: str) -> None:

@@ -247,6 +247,18 @@ async def test_server_refuses_a_sync_handler(connector: Connector) -> None:
         await Server(connector).start(sync_handler)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("option", ["lease_duration", "heartbeat_interval", "shutdown_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_server_refuses_durations_that_are_not_finite(
+    connector: Connector, option: str, value: float
+) -> None:
+    from asyncq import InvalidOptionError, Server
+
+    # A NaN lease crashed the server at start; a NaN heartbeat failed every beat unseen.
+    with pytest.raises(InvalidOptionError, match=f"{option} must be a finite number"):
+        Server(connector, **{option: value})
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -265,6 +277,19 @@ def test_worker_cli_refuses_bad_flags(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["worker", "tests.worker_cli_app:mux", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_worker_cli_refuses_a_duration_that_is_not_finite_in_one_line() -> None:
+    from click.testing import CliRunner
+
+    from asyncq.cli.main import cli
+
+    args = ["worker", "tests.worker_cli_app:mux", "--lease-duration", "nan"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: lease_duration must be a finite number of seconds, at least 1, got nan\n"
+    )
 
 
 def test_a_task_deadline_is_none_until_set_and_keeps_what_is_set() -> None:

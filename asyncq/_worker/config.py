@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,11 +51,14 @@ def default_retry_delay(retried: int, error: BaseException, task: Task) -> float
 
 
 def seconds(name: str, value: timedelta | float, *, minimum: float = 0.0) -> float:
-    """A duration option as seconds, refusing negatives and other types."""
+    """A duration option as seconds, refusing negatives, NaN, infinity and other types."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
-        raise InvalidOptionError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < minimum:
+        raise InvalidOptionError(
+            f"{name} must be a finite number of seconds, at least {minimum:g}, got {value!r}"
+        )
     return float(value)
 
 

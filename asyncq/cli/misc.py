@@ -20,7 +20,7 @@ from asyncq.cli.render import (
     timestamp,
     until,
 )
-from asyncq.errors import QueueNotFoundError
+from asyncq.errors import InvalidQueueNameError, QueueNotFoundError
 from asyncq.inspector import Inspector, QueueInfo
 
 __all__ = ["cron_group", "group_group", "server_group", "stats"]
@@ -34,8 +34,10 @@ HELP = {"help_option_names": ["-h", "--help"]}
 @inspector_command
 async def stats(inspector: Inspector, as_json: bool) -> None:
     """Show task counts by state and by queue, today's counts, and Redis (or cluster) info."""
-    found = await asyncio.gather(*(_info(inspector, name) for name in await inspector.queues()))
-    infos = [info for info in found if info is not None]
+    # A task group: if one lookup fails, the others stop before the connection closes.
+    async with asyncio.TaskGroup() as group:
+        lookups = [group.create_task(_info(inspector, n)) for n in await inspector.queues()]
+    infos = [found for lookup in lookups if (found := lookup.result()) is not None]
     by_state = {state: sum(getattr(i, state) for i in infos) for state in STATES}
     processed = sum(i.processed_today for i in infos)
     failed = sum(i.failed_today for i in infos)
@@ -85,6 +87,9 @@ async def _info(inspector: Inspector, queue: str) -> QueueInfo | None:
     try:
         return await inspector.queue_info(queue)
     except QueueNotFoundError:  # deleted since it was listed
+        return None
+    except InvalidQueueNameError as error:  # a name asynq accepts and asyncq does not
+        click.echo(f"skipped queue {queue!r}: {error}", err=True)
         return None
 
 

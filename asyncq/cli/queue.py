@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import click
 
+from asyncq._broker.keys import validate_queue_name
 from asyncq.cli.render import (
     AliasGroup,
     duration,
@@ -18,7 +19,7 @@ from asyncq.cli.render import (
     json_option,
     table,
 )
-from asyncq.errors import AsyncqError
+from asyncq.errors import AsyncqError, InvalidQueueNameError
 from asyncq.inspector import ClusterNode, Inspector, QueueInfo
 
 __all__ = ["queue_group"]
@@ -55,7 +56,11 @@ async def list_queues(inspector: Inspector, cluster: bool, as_json: bool) -> Non
         raise click.ClickException(
             "--cluster needs a Redis Cluster: connect with --cluster-nodes, not --redis-url"
         )
-    nodes = await asyncio.gather(*(inspector.cluster_nodes(name) for name in names))
+    names = [name for name in names if _usable(name)]
+    # A task group: if one lookup fails, the others stop before the connection closes.
+    async with asyncio.TaskGroup() as group:
+        lookups = [group.create_task(inspector.cluster_nodes(name)) for name in names]
+    nodes = [lookup.result() for lookup in lookups]
     slots = [inspector.cluster_key_slot(name) for name in names]
     if as_json:
         emit_json(
@@ -189,3 +194,14 @@ async def remove_queues(inspector: Inspector, queues: tuple[str, ...], force: bo
         await inspector.delete_queue(name, force=force)
 
     await _each(queues, remove, "Deleted")
+
+
+def _usable(queue: str) -> bool:
+    """Whether asyncq can place ``queue`` in a slot; a name asynq accepts and asyncq does
+    not (braces, say) is named on stderr and left out, not allowed to fail the list."""
+    try:
+        validate_queue_name(queue)
+    except InvalidQueueNameError as error:
+        click.echo(f"skipped queue {queue!r}: {error}", err=True)
+        return False
+    return True

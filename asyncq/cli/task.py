@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import click
 
-from asyncq._options import EnqueueOptions
+from asyncq._options import MAX_RETRY, EnqueueOptions
 from asyncq.cli.render import (
     AliasGroup,
     binary_text,
@@ -236,7 +236,10 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic since clic
             seconds = sum(float(n) * scale[unit] for n, unit in self._PART.findall(text))
         if not math.isfinite(seconds) or seconds < 0:
             self.fail(f"{value!r} is not a duration of zero seconds or more")
-        return timedelta(seconds=seconds)
+        try:
+            return timedelta(seconds=seconds)
+        except OverflowError:
+            self.fail(f"{value!r} is too long a duration")
 
 
 class Rfc3339(click.ParamType):  # type: ignore[type-arg]
@@ -270,7 +273,9 @@ def _json_text(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("-l", "--payload", callback=_json_text, help="The payload, JSON text (stored as is).")
 @click.option("-q", "--queue", default="default", show_default=True)
 @click.option("-i", "--id", "task_id", help="The task id [default: a new UUID].")
-@click.option("-r", "--retry", type=click.IntRange(min=0), help="Max retries [default: 25].")
+@click.option(
+    "-r", "--retry", type=click.IntRange(min=0, max=MAX_RETRY), help="Max retries [default: 25]."
+)
 @click.option(
     "--timeout", "handler_timeout", type=Duration(), help="Time the handler may run [default: 30m]."
 )
@@ -293,7 +298,10 @@ async def enqueue_task(
              "deadline": deadline, "unique": unique, "process_at": process_at,
              "process_in": process_in, "retention": retention, "group": group}  # fmt: skip
     options = {"queue": queue, **{k: v for k, v in given.items() if v is not None}}
-    task = Task.from_bytes(task_type, None if payload is None else payload.encode())
+    try:
+        task = Task.from_bytes(task_type, None if payload is None else payload.encode())
+    except ValueError as error:  # a blank type, say
+        raise click.BadParameter(str(error), param_hint="'-t' / '--type'") from None
     async with Client(inspector.connector) as client:
         info = await client.enqueue(task, **cast(EnqueueOptions, options))
     if as_json:
