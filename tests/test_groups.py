@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from asyncq import Client, Connector, ServeMux, Task
@@ -46,6 +47,52 @@ async def test_max_size_triggers_aggregation(connector: Connector, queue_name: s
         assert not await connector.client.exists(key(queue_name, f"t:{info.id}"))
     assert await connector.client.smembers(key(queue_name, "groups")) == set()
     assert await connector.client.zcard(key(queue_name, "aggregation_sets")) == 0
+
+
+async def test_an_aggregation_slower_than_its_set_deadline_is_not_enqueued_twice(
+    connector: Connector, queue_name: str
+) -> None:
+    clock = ManualClock()
+    batches: list[dict[str, object]] = []
+    release, calls, returned = asyncio.Event(), [], []
+
+    async def slow(group: str, tasks: list[Task]) -> Task:
+        calls.append(len(tasks))
+        if len(calls) == 1:
+            await release.wait()  # slow I/O, or a paused process
+        returned.append(len(calls))
+        return aggregate(group, tasks)
+
+    async with Client(connector) as client:
+        for n in range(3):
+            await client.enqueue(Task("item", {"n": n}), queue=queue_name, group="g")
+    async with running_server(
+        connector, batch_mux(batches), {queue_name: 1}, clock=clock, group_max_size=3,
+        group_aggregator=slow, group_check_interval=0.02, recoverer_interval=0.05,
+    ):  # fmt: skip
+        try:
+            await eventually(lambda: calls == [3])
+            clock.advance(121)  # past the set's deadline: the recoverer puts the tasks back
+            await eventually(lambda: _back_in_the_group(connector, queue_name, 3))
+        finally:
+            release.set()  # the first call ends, late
+        await eventually(lambda: calls == [3, 3], what="the group aggregated again")
+        await eventually(lambda: len(returned) == 2 and len(batches) >= 1)
+        await eventually(lambda: _queue_is_idle(connector, queue_name))
+    assert len(batches) == 1, "one aggregated task, not one per call"
+
+
+async def _back_in_the_group(connector: Connector, queue: str, count: int) -> bool:
+    client = connector.client
+    reclaimed = not await client.zcard(key(queue, "aggregation_sets"))
+    return reclaimed and await client.zcard(key(queue, "g:g")) == count
+
+
+async def _queue_is_idle(connector: Connector, queue: str) -> bool:
+    client = connector.client
+    return not await client.llen(key(queue, "pending")) and not await client.llen(
+        key(queue, "active")
+    )
 
 
 async def test_max_delay_and_grace_period_trigger_aggregation(

@@ -54,6 +54,12 @@ class GroupBroker:
         )
         return list(reply)
 
+    async def set_held(self, keys: QueueKeys, set_key: str, now: float) -> bool:
+        """Whether the aggregation set is still this aggregator's: listed, with its
+        deadline ahead. Past it, the recoverer puts (or has put) its tasks back."""
+        deadline = await self.connector.execute("ZSCORE", keys.aggregation_sets, set_key)
+        return deadline is not None and float(deadline) > now
+
     async def delete_set(self, keys: QueueKeys, set_key: str) -> None:
         await self.connector.run_script(
             load_script("delete_aggregation_set"),

@@ -85,6 +85,14 @@ class Aggregator(PeriodicComponent):
                 group,
             )
             return False
+        if not await self.groups.set_held(keys, set_key, config.clock.time()):
+            # Too slow: past the set's deadline its tasks go back to the group, to be
+            # aggregated again. Enqueued now, they would be aggregated twice.
+            self.logger.warning(
+                "group_aggregator took too long for group %s; its tasks go back to the group",
+                group,
+            )
+            return False
         await self.client.enqueue(result, queue=keys.name)
         await self.groups.delete_set(keys, set_key)
         self.logger.info("aggregated %d tasks of group %s in %s", len(tasks), group, keys.name)
