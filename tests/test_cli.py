@@ -116,13 +116,16 @@ async def test_queue_ls_cluster_shows_slot_and_nodes_of_the_tutorial_queues(
     await _clear_tutorial_queues(cluster_connector)
     try:
         await enqueue_tutorial_tasks(cluster_connector)
+        # A name Go's asynq accepts and asyncq cannot place: named, and left out.
+        await cluster_connector.client.sadd("asynq:queues", "legacy{x}")
         listed = run_cli("queue", "ls", "--cluster", *seeds)
         plain = run_cli("queue", "ls", *seeds)
         as_json = run_cli("queue", "ls", "--cluster", "--json", *seeds)
     finally:
         await _clear_tutorial_queues(cluster_connector)
-        await cluster_connector.client.srem("asynq:queues", *TUTORIAL_SLOTS)
+        await cluster_connector.client.srem("asynq:queues", *TUTORIAL_SLOTS, "legacy{x}")
     assert listed.returncode == 0, listed.stderr
+    assert "skipped queue 'legacy{x}'" in listed.stderr
     table = rows(listed.stdout, "Queue")
     assert table[0] == ["Queue", "Cluster KeySlot", "Cluster Nodes"]
     node_ids = {
