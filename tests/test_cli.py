@@ -330,6 +330,17 @@ def test_stats_and_queue_ls_skip_a_queue_name_asyncq_refuses(
         admin.srem("asynq:queues", "legacy{x}")
 
 
+@pytest.mark.parametrize("command", ["inspect", "history"])
+def test_an_unknown_queue_among_several_does_not_hide_the_others(
+    command: str, url: list[str]
+) -> None:
+    ok(invoke("task", "enqueue", "-t", "x", "-q", "shown-too", *url))
+    result = invoke("queue", command, "no-such-queue", "shown-too", *url)
+    assert result.exit_code == 1
+    assert "queue 'no-such-queue' does not exist" in result.stderr
+    assert "shown-too" in result.stdout
+
+
 def test_a_blank_task_type_is_a_usage_error_and_nothing_is_written(url: list[str]) -> None:
     result = invoke("task", "enqueue", "-t", " ", "-q", "blank-type", *url)
     assert "task type must be a non-blank str" in one_error_line(result, exit_code=2)

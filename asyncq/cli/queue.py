@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 
@@ -23,6 +24,8 @@ from asyncq.errors import AsyncqError, InvalidQueueNameError
 from asyncq.inspector import ClusterNode, Inspector, QueueInfo
 
 __all__ = ["queue_group"]
+
+T = TypeVar("T")
 
 STATE_COLUMNS = ("active", "pending", "aggregating", "scheduled", "retry", "archived", "completed")
 
@@ -87,14 +90,16 @@ def _nodes(nodes: list[ClusterNode]) -> str:
 @inspector_command
 async def inspect_queues(inspector: Inspector, queues: tuple[str, ...], as_json: bool) -> None:
     """Show the sizes, state and today's counts of QUEUES."""
-    infos = [await inspector.queue_info(name) for name in queues]
+    found, failed = await _gathered(queues, inspector.queue_info)
     if as_json:
-        emit_json(infos)
-        return
-    for index, info in enumerate(infos):
-        if index:
-            click.echo()
-        _print_info(info)
+        emit_json(list(found.values()))
+    else:
+        for index, info in enumerate(found.values()):
+            if index:
+                click.echo()
+            _print_info(info)
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 def _print_info(info: QueueInfo) -> None:
@@ -134,18 +139,36 @@ async def queue_history(
     inspector: Inspector, queues: tuple[str, ...], days: int, as_json: bool
 ) -> None:
     """Show processed and failed counts per UTC day of QUEUES."""
-    histories = {name: await inspector.history(name, days) for name in queues}
+    histories, failed = await _gathered(queues, lambda name: inspector.history(name, days))
     if as_json:
         emit_json(histories)
-        return
-    for index, (name, stats) in enumerate(histories.items()):
-        if index:
-            click.echo()
-        heading(f"Queue: {name}")
-        table(
-            ["Date (UTC)", "Processed", "Failed", "Error Rate"],
-            [(d.date, d.processed, d.failed, error_rate(d.processed, d.failed)) for d in stats],
-        )
+    else:
+        for index, (name, stats) in enumerate(histories.items()):
+            if index:
+                click.echo()
+            heading(f"Queue: {name}")
+            table(
+                ["Date (UTC)", "Processed", "Failed", "Error Rate"],
+                [(d.date, d.processed, d.failed, error_rate(d.processed, d.failed)) for d in stats],
+            )
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+async def _gathered(
+    names: tuple[str, ...], read: Callable[[str], Awaitable[T]]
+) -> tuple[dict[str, T], bool]:
+    """``read`` each queue in turn; a queue that fails is named on stderr and the others
+    are still shown (as asynq's CLI does). Returns what was read and whether any failed."""
+    found: dict[str, T] = {}
+    failed = False
+    for name in names:
+        try:
+            found[name] = await read(name)
+        except AsyncqError as error:
+            click.echo(f"Error: {error}", err=True)
+            failed = True
+    return found, failed
 
 
 async def _each(
