@@ -341,6 +341,14 @@ def test_an_unknown_queue_among_several_does_not_hide_the_others(
     assert "shown-too" in result.stdout
 
 
+def test_a_flag_wins_over_the_other_topology_set_in_the_environment(url: list[str]) -> None:
+    environment = {**dict.fromkeys(ENV_NAMES, None), "ASYNCQ_CLUSTER_NODES": "127.0.0.1:1"}
+    result = CliRunner().invoke(cli, ["queue", "ls", *url], env=environment)
+    assert result.exit_code == 0, result.output  # --redis-url, not the cluster of the env
+    both = invoke("queue", "ls", "--cluster-nodes", "127.0.0.1:1", *url)
+    assert "give --cluster-nodes or --redis-url, not both" in one_error_line(both, exit_code=2)
+
+
 def test_a_blank_task_type_is_a_usage_error_and_nothing_is_written(url: list[str]) -> None:
     result = invoke("task", "enqueue", "-t", " ", "-q", "blank-type", *url)
     assert "task type must be a non-blank str" in one_error_line(result, exit_code=2)

@@ -63,6 +63,8 @@ def make_connector(
     cluster); the inspection commands use a short one so that a wrong address fails fast.
     """
     if cluster_nodes and redis_url:
+        cluster_nodes, redis_url = _flag_over_environment(cluster_nodes, redis_url)
+    if cluster_nodes and redis_url:
         raise click.UsageError("give --cluster-nodes or --redis-url, not both")
     if tls and not cluster_nodes:
         raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
@@ -76,3 +78,19 @@ def make_connector(
     if retry_deadline is not None:
         connector.retry_deadline = retry_deadline
     return connector
+
+
+def _flag_over_environment(cluster_nodes: str, redis_url: str) -> tuple[str | None, str | None]:
+    """Of a cluster and a URL both given, the one given on the command line, when the
+    other only came from the environment (ASYNCQ_CLUSTER_NODES / ASYNCQ_REDIS_URL)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return cluster_nodes, redis_url
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    nodes_env = context.get_parameter_source("cluster_nodes") == from_env
+    url_env = context.get_parameter_source("redis_url") == from_env
+    if nodes_env and not url_env:
+        return None, redis_url
+    if url_env and not nodes_env:
+        return cluster_nodes, None
+    return cluster_nodes, redis_url
