@@ -125,6 +125,21 @@ async def test_a_single_server_given_to_the_cluster_connector_is_named_as_such(
             pass
 
 
+async def test_a_server_that_never_answers_fails_within_the_retry_deadline() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads whatever comes, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        connector = RedisConnector(f"redis://127.0.0.1:{port}/0", retry_deadline=1)
+        with pytest.raises(ConnectionFailedError, match=f"127.0.0.1:{port} within 1.0s"):
+            async with connector:
+                pass
+    finally:
+        server.close()
+
+
 async def test_stopping_redis_gives_the_documented_error(
     own_server: RedisServerProcess, queue_name: str
 ) -> None:

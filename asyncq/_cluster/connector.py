@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from asyncq._broker.scripts import LuaScript
 from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
 from asyncq._cluster.retry import call_with_retry
-from asyncq.errors import InvalidOptionError
+from asyncq.errors import ConnectionFailedError, InvalidOptionError
 
 __all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_address"]
 
@@ -129,9 +129,18 @@ class Connector(ABC):
     async def _first_contact(self) -> None:
         client = self._make_client()
         try:
-            await call_with_retry(
-                lambda: self._handshake(client), deadline=self.retry_deadline, address=self.address
-            )
+            # Bounded as a whole: a server that accepts connections and never answers
+            # would otherwise hold each attempt for the socket timeout (and redis-py's
+            # own retry), well past the deadline.
+            async with asyncio.timeout(self.retry_deadline):
+                await call_with_retry(
+                    lambda: self._handshake(client),
+                    deadline=self.retry_deadline,
+                    address=self.address,
+                )
+        except TimeoutError as error:
+            await client.aclose()
+            raise ConnectionFailedError(self.address, self.retry_deadline, error) from error
         except BaseException:
             await client.aclose()
             raise
