@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from asyncq import Client, Connector, ServeMux, Task
 from asyncq._broker.groups import GroupBroker
 from asyncq._broker.rdb import Broker
@@ -93,6 +95,32 @@ async def _queue_is_idle(connector: Connector, queue: str) -> bool:
     return not await client.llen(key(queue, "pending")) and not await client.llen(
         key(queue, "active")
     )
+
+
+async def test_an_aggregator_that_raises_for_one_group_does_not_hold_up_the_others(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    batches: list[dict[str, object]] = []
+
+    def picky(group: str, tasks: list[Task]) -> Task:
+        if group == "bad":
+            raise RuntimeError("cannot aggregate this one")
+        return aggregate(group, tasks)
+
+    async with Client(connector) as client:
+        for group in ("bad", "good"):  # "bad" comes first in the pass
+            for n in range(2):
+                await client.enqueue(Task("item", {"n": n}), queue=queue_name, group=group)
+    async with running_server(
+        connector, batch_mux(batches), {queue_name: 1}, group_max_size=2,
+        group_aggregator=picky, group_check_interval=0.02,
+    ):  # fmt: skip
+        await eventually(lambda: [b["group"] for b in batches] == ["good"])
+        # The failed set waits for the recoverer, in its aggregation set, not lost.
+        assert await connector.client.zcard(key(queue_name, "aggregation_sets")) == 1
+    # The log names the group and what happens to its tasks (not a failed step).
+    assert "group_aggregator raised for group bad" in caplog.text
+    assert "step failed" not in caplog.text
 
 
 async def test_max_delay_and_grace_period_trigger_aggregation(

@@ -74,9 +74,19 @@ class Aggregator(PeriodicComponent):
             task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
             task.id, task.queue = msg.id, msg.queue
             tasks.append(task)
-        result = self.aggregate(group, tasks)
-        if inspect.isawaitable(result):
-            result = await result
+        try:
+            result = self.aggregate(group, tasks)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            # Only this group waits for its set to come back: the other groups and
+            # queues of this pass go on.
+            self.logger.exception(
+                "group_aggregator raised for group %s; the tasks go back to the group in "
+                "two minutes",
+                group,
+            )
+            return False
         if not isinstance(result, Task):
             self.logger.error(
                 "group_aggregator returned %r for group %s, not a Task; the tasks go back to "
