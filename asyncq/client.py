@@ -153,6 +153,12 @@ class Client:
             if state == b"archived":
                 raise TaskFailedError(task_id, decode_message(msg).error_msg)
             if state is None:
+                group = getattr(task, "group", "")
+                if group:
+                    raise ResultNotKeptError(
+                        f"task {task_id!r} of group {group!r} was aggregated into a new task, "
+                        "which holds the result; a grouped task keeps none of its own"
+                    )
                 if seen:
                     raise ResultNotKeptError(
                         f"task {task_id!r} finished but was not kept; enqueue it with "

@@ -98,6 +98,24 @@ async def test_without_retention_the_result_is_not_kept(
             await client.wait_result("no-such-task", queue=queue_name)
 
 
+async def test_waiting_on_an_aggregated_task_says_its_result_is_the_new_tasks(
+    connector: Connector, queue_name: str
+) -> None:
+    def combine(group: str, tasks: list[Task]) -> Task:
+        return Task("square", {"n": len(tasks)})
+
+    async with (
+        Client(connector) as client,
+        running_server(
+            connector, result_mux(asyncio.Event()), {queue_name: 1},
+            group_aggregator=combine, group_max_size=1, group_check_interval=0.02,
+        ),
+    ):  # fmt: skip
+        info = await client.enqueue(Task("item"), queue=queue_name, group="g", retention=60)
+        with pytest.raises(ResultNotKeptError, match="of group 'g' was aggregated into a new task"):
+            await client.wait_result(info, timeout=10)
+
+
 async def test_results_expire_with_their_retention(connector: Connector, queue_name: str) -> None:
     clock = ManualClock()
     async with (
