@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from asyncq import (
 )
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, ManualClock, RedisServerProcess, eventually
+from asyncq.testing.plugin import StandaloneTarget
 from tests.worker_helpers import counter, key, running_server, signalling_mux, write_like_go
 
 # Long enough that only a watch (not the poll) can start a task within a test.
@@ -361,3 +363,27 @@ async def test_a_task_taken_after_the_clock_moved_on_holds_a_full_lease(
         await eventually(ran.is_set, within=10, what="the task")
         await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
     assert "lease ran out" not in caplog.text
+
+
+async def test_a_watch_left_uncollected_makes_no_noise_when_its_link_closes(
+    redis_server: StandaloneTarget, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When a server's task group dies of a bug, its armed watches are never collected;
+    their calls fail as the links close, and asyncio must not report them as errors
+    nobody retrieved."""
+    from asyncq._broker.rdb import Broker
+    from asyncq._worker.watches import Watches
+
+    connector = RedisConnector(redis_server.url)
+    async with Client(connector) as client:  # the queue exists; the connector stays open
+        await client.enqueue(Task("t"), queue=queue_name, process_in=3600)
+        watches = Watches(Broker(connector), logging.getLogger("test"))
+        armed = await watches.arm([queue_name], 1, 30.0, int(time.time()) + 60)
+        assert armed is not None
+        calls = [armed[0].moved, armed[0].dequeued]
+        del armed
+        watches.close()  # what the dispatcher does as it stops: both calls fail
+        await eventually(lambda: all(call.done() for call in calls))
+    calls.clear()
+    gc.collect()
+    assert "exception was never retrieved" not in caplog.text

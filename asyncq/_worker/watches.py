@@ -118,6 +118,10 @@ class Watches:
             except LinkUnusable:  # lost since it was opened: the others still stand
                 self._drop(watch)
                 continue
+            # A watch left uncollected (the server's task group died) fails when its link
+            # closes: seen here, so asyncio does not report a never-retrieved exception.
+            moved.add_done_callback(_mark_seen)
+            dequeued.add_done_callback(_mark_seen)
             armed.append(ArmedWatch(watch, script_keys, args, count, moved, dequeued))
         return armed or None
 
@@ -147,8 +151,6 @@ class Watches:
             reply = await armed.dequeued
         except LinkUnusable as error:
             self.logger.debug("watch on %s lost: %s", watch.keys.name, error)
-            if armed.moved.done() and not armed.moved.cancelled():
-                armed.moved.exception()  # failed the same way: seen, so asyncio stays quiet
             self._drop(watch)
             return await self._send_again(armed)
         moved = armed.moved.result() if armed.moved.done() else None
@@ -227,3 +229,9 @@ class Watches:
         watch.link.close()
         if self._watches.get(watch.keys.name) is watch:
             del self._watches[watch.keys.name]
+
+
+def _mark_seen(future: asyncio.Future[Any]) -> None:
+    """Mark a failed call's error as retrieved (awaiting it still raises it)."""
+    if not future.cancelled():
+        future.exception()
