@@ -16,11 +16,12 @@ from asyncq.cli.render import (
     heading,
     inspector_command,
     json_option,
+    placeable,
     table,
     timestamp,
     until,
 )
-from asyncq.errors import InvalidQueueNameError, QueueNotFoundError
+from asyncq.errors import QueueNotFoundError
 from asyncq.inspector import Inspector, QueueInfo
 
 __all__ = ["cron_group", "group_group", "server_group", "stats"]
@@ -36,7 +37,8 @@ async def stats(inspector: Inspector, as_json: bool) -> None:
     """Show task counts by state and by queue, today's counts, and Redis (or cluster) info."""
     # A task group: if one lookup fails, the others stop before the connection closes.
     async with asyncio.TaskGroup() as group:
-        lookups = [group.create_task(_info(inspector, n)) for n in await inspector.queues()]
+        names = placeable(await inspector.queues())
+        lookups = [group.create_task(_info(inspector, name)) for name in names]
     infos = [found for lookup in lookups if (found := lookup.result()) is not None]
     by_state = {state: sum(getattr(i, state) for i in infos) for state in STATES}
     processed = sum(i.processed_today for i in infos)
@@ -87,9 +89,6 @@ async def _info(inspector: Inspector, queue: str) -> QueueInfo | None:
     try:
         return await inspector.queue_info(queue)
     except QueueNotFoundError:  # deleted since it was listed
-        return None
-    except InvalidQueueNameError as error:  # a name asynq accepts and asyncq does not
-        click.echo(f"skipped queue {queue!r}: {error}", err=True)
         return None
 
 

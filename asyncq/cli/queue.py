@@ -8,7 +8,6 @@ from typing import TypeVar
 
 import click
 
-from asyncq._broker.keys import validate_queue_name
 from asyncq.cli.render import (
     AliasGroup,
     duration,
@@ -18,9 +17,10 @@ from asyncq.cli.render import (
     heading,
     inspector_command,
     json_option,
+    placeable,
     table,
 )
-from asyncq.errors import AsyncqError, InvalidQueueNameError
+from asyncq.errors import AsyncqError
 from asyncq.inspector import ClusterNode, Inspector, QueueInfo
 
 __all__ = ["queue_group"]
@@ -59,7 +59,7 @@ async def list_queues(inspector: Inspector, cluster: bool, as_json: bool) -> Non
         raise click.ClickException(
             "--cluster needs a Redis Cluster: connect with --cluster-nodes, not --redis-url"
         )
-    names = [name for name in names if _usable(name)]
+    names = placeable(names)
     # A task group: if one lookup fails, the others stop before the connection closes.
     async with asyncio.TaskGroup() as group:
         lookups = [group.create_task(inspector.cluster_nodes(name)) for name in names]
@@ -175,15 +175,12 @@ async def _each(
     names: tuple[str, ...], action: Callable[[str], Awaitable[None]], done: str
 ) -> None:
     """Apply ``action`` to every queue; report each failure on one line, exit 1 if any."""
-    failed = False
-    for name in names:
-        try:
-            await action(name)
-        except AsyncqError as error:
-            click.echo(f"Error: {error}", err=True)
-            failed = True
-        else:
-            click.echo(f"{done} queue {name!r}")
+
+    async def act(name: str) -> None:
+        await action(name)
+        click.echo(f"{done} queue {name!r}")
+
+    _, failed = await _gathered(names, act)
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -217,14 +214,3 @@ async def remove_queues(inspector: Inspector, queues: tuple[str, ...], force: bo
         await inspector.delete_queue(name, force=force)
 
     await _each(queues, remove, "Deleted")
-
-
-def _usable(queue: str) -> bool:
-    """Whether asyncq can place ``queue`` in a slot; a name asynq accepts and asyncq does
-    not (braces, say) is named on stderr and left out, not allowed to fail the list."""
-    try:
-        validate_queue_name(queue)
-    except InvalidQueueNameError as error:
-        click.echo(f"skipped queue {queue!r}: {error}", err=True)
-        return False
-    return True

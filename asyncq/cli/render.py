@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 import click
 from redis.exceptions import AskError, MovedError, RedisError
 
+from asyncq._broker.keys import validate_queue_name
 from asyncq.cli.options import connection_options, make_connector
-from asyncq.errors import AsyncqError
+from asyncq.errors import AsyncqError, InvalidQueueNameError
 from asyncq.inspector import Inspector
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "inspector_command",
     "json_option",
     "jsonable",
+    "placeable",
     "run",
     "table",
     "timestamp",
@@ -242,3 +244,15 @@ def until(value: datetime | None) -> str:
 def error_rate(processed: int, failed: int) -> str:
     """Failed over processed as a percentage, ``N/A`` when nothing was processed."""
     return f"{failed / processed * 100:.2f}%" if processed else "N/A"
+
+
+def placeable(queues: Iterable[str]) -> list[str]:
+    """The queue names asyncq can place in a slot. A name asynq accepts and asyncq does
+    not (braces, say) is named on stderr and left out, rather than failing the command."""
+    kept = []
+    for queue in queues:
+        try:
+            kept.append(validate_queue_name(queue))
+        except InvalidQueueNameError as error:
+            click.echo(f"skipped queue {queue!r}: {error}", err=True)
+    return kept
