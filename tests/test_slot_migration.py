@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis
 
 from asyncq import Client, RedisClusterConnector, Task
+from asyncq._broker.inspect import InspectBroker
+from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, eventually
@@ -134,3 +136,81 @@ async def test_acknowledgements_during_a_slot_move_wait_for_it_and_leave_nothing
         assert await redis_client.llen(keys.active) == 0
         assert await redis_client.zcard(keys.lease) == 0
         assert int(await redis_client.get(keys.processed_total)) == 4
+
+
+async def _busy(client: Client, broker: Broker, queue: str) -> None:
+    """Make the queue's containers exist, as in a queue in use: one task running (active,
+    lease), one pending and one waiting in a group. Redis refuses a call naming a key it
+    lacks during a move anyway; only a script whose keys all exist ran into moved hashes."""
+    await client.enqueue(Task("running"), queue=queue)
+    assert len(await broker.dequeue(broker.keys(queue), 1, int(time.time()) + 600)) == 1
+    await client.enqueue(Task("waiting"), queue=queue)
+    await client.enqueue(Task("grouped"), queue=queue, group="g")
+
+
+async def _due_later(client: Client, broker: Broker, queue: str) -> list[str]:
+    return [
+        (await client.enqueue(Task("later", {"n": n}), queue=queue, process_in=60)).id
+        for n in range(3)
+    ]
+
+
+async def _pending(client: Client, broker: Broker, queue: str) -> list[str]:
+    return [(await client.enqueue(Task("now", {"n": n}), queue=queue)).id for n in range(3)]
+
+
+async def _running(client: Client, broker: Broker, queue: str) -> list[str]:
+    task_ids = await _pending(client, broker, queue)
+    assert len(await broker.dequeue(broker.keys(queue), 4, int(time.time()) + 600)) == 4
+    return task_ids
+
+
+async def _forward(broker: Broker, keys: QueueKeys) -> object:
+    return await broker.forward_if_ready(keys, time.time() + 120, time.time_ns())
+
+
+async def _recoverer_listing(broker: Broker, keys: QueueKeys) -> object:
+    return len(await broker.list_lease_expired(keys, int(time.time()) + 1200))
+
+
+async def _inspector_listing(broker: Broker, keys: QueueKeys) -> object:
+    return len(await InspectBroker(broker).list_tasks(keys, "pending", 0, -1))
+
+
+async def _delete_all(broker: Broker, keys: QueueKeys) -> object:
+    return await InspectBroker(broker).delete_all(keys, "pending")
+
+
+@pytest.mark.parametrize(
+    ("setup", "operation", "expected"),
+    [
+        (_due_later, _forward, 3),
+        (_running, _recoverer_listing, 5),  # the first running task and four more
+        (_pending, _inspector_listing, 4),  # the waiting task and the three
+        (_pending, _delete_all, 4),
+    ],
+    ids=["forwarder", "recoverer", "inspector list", "bulk delete"],
+)
+async def test_periodic_and_inspector_scripts_wait_for_a_slot_move_and_see_every_task(
+    cluster: LocalRedisCluster,
+    setup: Callable[[Client, Broker, str], Awaitable[list[str]]],
+    operation: Callable[[Broker, QueueKeys], Awaitable[object]],
+    expected: int,
+) -> None:
+    # Scripts that build task keys from their arguments failed halfway ("non local key")
+    # at the first task hash already moved; now they wait for the move, then see it all.
+    queue = _queue()
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=60)
+    async with connector, Client(connector) as client:
+        broker = Broker(connector)
+        keys = broker.keys(queue)
+        await _busy(client, broker, queue)
+        task_ids = await setup(client, broker, queue)
+        move = SlotMove(cluster, queue_slot(queue))
+        move.move([keys.task(task_ids[1])])
+        refused = move.refusals()
+        running = asyncio.ensure_future(operation(broker, keys))
+        await eventually(lambda: move.refusals() > refused, within=10)
+        assert not running.done()
+        move.finish()
+        assert await running == expected

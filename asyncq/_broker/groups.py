@@ -49,8 +49,8 @@ class GroupBroker:
         return bool(result)
 
     async def read_set(self, keys: QueueKeys, set_key: str) -> list[bytes]:
-        reply = await self.connector.run_script(
-            load_script("read_aggregation_set"), [set_key], [keys.task_prefix]
+        reply = await self.broker.run_queue_script(
+            keys, "read_aggregation_set", [set_key], [keys.task_prefix]
         )
         return list(reply)
 
@@ -61,16 +61,18 @@ class GroupBroker:
         return deadline is not None and float(deadline) > now
 
     async def delete_set(self, keys: QueueKeys, set_key: str) -> None:
-        await self.connector.run_script(
-            load_script("delete_aggregation_set"),
+        await self.broker.run_queue_script(
+            keys,
+            "delete_aggregation_set",
             [set_key, keys.aggregation_sets],
             [keys.task_prefix, keys.unique_prefix],
         )
 
     async def reclaim_stale_sets(self, keys: QueueKeys, now: float) -> int:
         return int(
-            await self.connector.run_script(
-                load_script("reclaim_aggregation_sets"),
+            await self.broker.run_queue_script(
+                keys,
+                "reclaim_aggregation_sets",
                 [keys.aggregation_sets, keys.groups],
                 [int(now), keys.group_prefix],
             )

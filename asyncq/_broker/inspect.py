@@ -11,7 +11,6 @@ from typing import Any
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, Broker, utc_date
-from asyncq._broker.scripts import load_script
 
 __all__ = ["InspectBroker", "RawTask"]
 
@@ -41,8 +40,8 @@ class InspectBroker:
             keys.completed, keys.processed_on(day), keys.failed_on(day), keys.processed_total,
             keys.failed_total, keys.paused, keys.groups,
         ]  # fmt: skip
-        reply = await self.connector.run_script(
-            load_script("queue_stats"), script_keys, [keys.task_prefix, keys.group_prefix]
+        reply = await self.broker.run_queue_script(
+            keys, "queue_stats", script_keys, [keys.task_prefix, keys.group_prefix]
         )
         return [int(v) for v in reply]
 
@@ -97,8 +96,9 @@ class InspectBroker:
         else:
             container = getattr(keys, state)
             kind = "list" if state in LIST_STATES else "zset"
-        reply = await self.connector.run_script(
-            load_script("list_tasks"),
+        reply = await self.broker.run_queue_script(
+            keys,
+            "list_tasks",
             [container, keys.lease],
             [kind, start, stop, keys.task_prefix],
         )
@@ -110,45 +110,45 @@ class InspectBroker:
     async def task_info(
         self, keys: QueueKeys, task_id: str
     ) -> tuple[bytes, str, bytes, str] | None:
-        reply = await self.connector.run_script(
-            load_script("task_info"), [keys.task(task_id), keys.lease], [task_id, keys.prefix]
+        reply = await self.broker.run_queue_script(
+            keys, "task_info", [keys.task(task_id), keys.lease], [task_id, keys.prefix]
         )
         if reply is None:
             return None
         return reply[0], _text(reply[1]), reply[2], _text(reply[3])
 
     async def run_task(self, keys: QueueKeys, task_id: str, now_ns: int) -> int:
-        return int(await self.connector.run_script(
-            load_script("run_task"), [keys.task(task_id), keys.pending, keys.groups],
+        return int(await self.broker.run_queue_script(
+            keys, "run_task", [keys.task(task_id), keys.pending, keys.groups],
             [task_id, keys.prefix, now_ns, keys.wakeup],
         ))  # fmt: skip
 
     async def archive_task(self, keys: QueueKeys, task_id: str, now: float) -> int:
-        return int(await self.connector.run_script(
-            load_script("archive_task"),
+        return int(await self.broker.run_queue_script(
+            keys, "archive_task",
             [keys.task(task_id), keys.archived, keys.pending, keys.groups],
             [task_id, keys.prefix, int(now), int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE,
              keys.task_prefix],
         ))  # fmt: skip
 
     async def delete_task(self, keys: QueueKeys, task_id: str) -> int:
-        return int(await self.connector.run_script(
-            load_script("delete_task"), [keys.task(task_id), keys.pending, keys.groups],
+        return int(await self.broker.run_queue_script(
+            keys, "delete_task", [keys.task(task_id), keys.pending, keys.groups],
             [task_id, keys.prefix, keys.unique_prefix],
         ))  # fmt: skip
 
     async def run_all(self, keys: QueueKeys, state: str, now_ns: int, group: str = "") -> int:
         source = keys.group(group) if state == "aggregating" else getattr(keys, state)
-        return int(await self.connector.run_script(
-            load_script("run_all"), [source, keys.pending, keys.groups],
+        return int(await self.broker.run_queue_script(
+            keys, "run_all", [source, keys.pending, keys.groups],
             [keys.task_prefix, now_ns, keys.wakeup, group if state == "aggregating" else ""],
         ))  # fmt: skip
 
     async def archive_all(self, keys: QueueKeys, state: str, now: float, group: str = "") -> int:
         source = keys.group(group) if state == "aggregating" else getattr(keys, state)
         kind = "list" if state == "pending" else "zset"
-        return int(await self.connector.run_script(
-            load_script("archive_all"), [source, keys.archived, keys.groups],
+        return int(await self.broker.run_queue_script(
+            keys, "archive_all", [source, keys.archived, keys.groups],
             [kind, int(now), int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, keys.task_prefix,
              group if state == "aggregating" else ""],
         ))  # fmt: skip
@@ -156,8 +156,8 @@ class InspectBroker:
     async def delete_all(self, keys: QueueKeys, state: str, group: str = "") -> int:
         source = keys.group(group) if state == "aggregating" else getattr(keys, state)
         kind = "list" if state == "pending" else "zset"
-        return int(await self.connector.run_script(
-            load_script("delete_all"), [source, keys.groups],
+        return int(await self.broker.run_queue_script(
+            keys, "delete_all", [source, keys.groups],
             [kind, keys.task_prefix, keys.unique_prefix, group if state == "aggregating" else ""],
         ))  # fmt: skip
 
@@ -170,7 +170,7 @@ class InspectBroker:
             keys.failed_total,
         ]  # fmt: skip
         args = ["1" if force else "0", keys.prefix, keys.unique_prefix, *days]
-        return int(await self.connector.run_script(load_script("remove_queue"), script_keys, args))
+        return int(await self.broker.run_queue_script(keys, "remove_queue", script_keys, args))
 
     async def groups(self, keys: QueueKeys) -> list[tuple[str, int]]:
         names = sorted(_text(g) for g in await self.connector.execute("SMEMBERS", keys.groups))

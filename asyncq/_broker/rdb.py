@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -195,6 +196,17 @@ class Broker:
             script, script_keys, [*args, "0"], resend=[*args, "1"]
         )
 
+    async def run_queue_script(
+        self, keys: QueueKeys, name: str, script_keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """Run one of the queue scripts that build keys from their arguments (task hashes,
+        groups), with the queue's slot guard declared last: while the slot migrates to
+        another master, Redis refuses the call before it runs and the connector retries,
+        instead of the script failing at the first key already moved (``keys.slot_guard``)."""
+        return await self.connector.run_script(
+            load_script(name), [*script_keys, keys.slot_guard], args
+        )
+
     # -- the worker's verbs ------------------------------------------------------------------
 
     async def dequeue(
@@ -276,9 +288,8 @@ class Broker:
             keys.lease,
             keys.processed_on(utc_date(now)),
             keys.processed_total,
-            keys.slot_guard,
         ]
-        codes = await self.connector.run_script(load_script("done_many"), script_keys, args)
+        codes = await self.run_queue_script(keys, "done_many", script_keys, args)
         return [bool(code) for code in codes]
 
     async def mark_as_complete(
@@ -358,7 +369,7 @@ class Broker:
             keys.task_prefix,
         ]
         script_keys = self._failure_keys(keys, task_id, keys.archived, now)
-        return bool(await self.connector.run_script(load_script("archive"), script_keys, args))
+        return bool(await self.run_queue_script(keys, "archive", script_keys, args))
 
     async def requeue(self, keys: QueueKeys, task_id: str, now_ns: int) -> bool:
         """asynq's Requeue: put a running task back at the head of pending."""
@@ -374,8 +385,9 @@ class Broker:
         for source in (keys.scheduled, keys.retry):
             while True:
                 count = int(
-                    await self.connector.run_script(
-                        load_script("forward"),
+                    await self.run_queue_script(
+                        keys,
+                        "forward",
                         [source, keys.pending, keys.groups],
                         [
                             int(now),
@@ -403,16 +415,16 @@ class Broker:
 
     async def list_lease_expired(self, keys: QueueKeys, cutoff: int) -> list[tuple[str, bytes]]:
         """asynq's ListLeaseExpired: (id, message) of tasks whose lease ended by ``cutoff``."""
-        reply = await self.connector.run_script(
-            load_script("list_lease_expired"), [keys.lease, keys.active], [cutoff, keys.task_prefix]
+        reply = await self.run_queue_script(
+            keys, "list_lease_expired", [keys.lease, keys.active], [cutoff, keys.task_prefix]
         )
         return _id_message_pairs(reply)
 
     async def list_orphaned(self, keys: QueueKeys) -> list[tuple[str, bytes]]:
         """(id, message) of active tasks that hold no lease at all (asynq never recovers
         these)."""
-        reply = await self.connector.run_script(
-            load_script("list_orphaned"), [keys.active, keys.lease], [keys.task_prefix]
+        reply = await self.run_queue_script(
+            keys, "list_orphaned", [keys.active, keys.lease], [keys.task_prefix]
         )
         return _id_message_pairs(reply)
 
@@ -421,8 +433,9 @@ class Broker:
         deleted = 0
         while True:
             count = int(
-                await self.connector.run_script(
-                    load_script("delete_expired_completed"),
+                await self.run_queue_script(
+                    keys,
+                    "delete_expired_completed",
                     [keys.completed],
                     [int(now), keys.task_prefix, batch],
                 )

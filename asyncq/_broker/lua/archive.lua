@@ -11,6 +11,7 @@
 -- KEYS[6] = asynq:{q}:failed:<yyyy-mm-dd>    daily failed counter
 -- KEYS[7] = asynq:{q}:processed              total processed counter
 -- KEYS[8] = asynq:{q}:failed                 total failed counter
+-- KEYS[9] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task id
 -- ARGV[2] = task message (error fields updated)
 -- ARGV[3] = now in Unix seconds (the score)

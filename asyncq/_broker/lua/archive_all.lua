@@ -4,6 +4,7 @@
 -- KEYS[1] = asynq:{q}:<state> or asynq:{q}:g:<group>   the source (list or set)
 -- KEYS[2] = asynq:{q}:archived                         archived set
 -- KEYS[3] = asynq:{q}:groups                           set of group names
+-- KEYS[4] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = "list" (pending) or "zset"
 -- ARGV[2] = now in Unix seconds (the score)
 -- ARGV[3] = cutoff in Unix seconds: archived tasks older than this are deleted

@@ -6,6 +6,7 @@
 -- KEYS[2] = asynq:{q}:archived   archived set
 -- KEYS[3] = asynq:{q}:pending    pending list
 -- KEYS[4] = asynq:{q}:groups     set of group names
+-- KEYS[5] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task id
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- ARGV[3] = now in Unix seconds (the score)

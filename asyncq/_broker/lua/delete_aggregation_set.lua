@@ -3,6 +3,7 @@
 --
 -- KEYS[1] = asynq:{q}:g:<group>:<set-id>   the aggregation set
 -- KEYS[2] = asynq:{q}:aggregation_sets     set key -> deadline
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- ARGV[2] = unique lock prefix asynq:{q}:unique:
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>; ARGV[2] .. suffix -> asynq:{q}:unique:<type>:<md5>

@@ -4,6 +4,7 @@
 --
 -- KEYS[1] = asynq:{q}:<state> or asynq:{q}:g:<group>   the container (list or set)
 -- KEYS[2] = asynq:{q}:groups                           set of group names
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = "list" (pending) or "zset"
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- ARGV[3] = unique lock prefix asynq:{q}:unique:

@@ -2,6 +2,7 @@
 -- Semantics of asynq's deleteExpiredCompletedTasksCmd.
 --
 -- KEYS[1] = asynq:{q}:completed   completed set (id -> expiry, Unix s)
+-- KEYS[2] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = now in Unix seconds
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- ARGV[3] = how many to delete at most in this call

@@ -5,6 +5,7 @@
 -- KEYS[1] = asynq:{q}:scheduled or asynq:{q}:retry   the source set
 -- KEYS[2] = asynq:{q}:pending                        pending list
 -- KEYS[3] = asynq:{q}:groups                         set of group names
+-- KEYS[4] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = now in Unix seconds (tasks due at or before it move)
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- ARGV[3] = now in Unix nanoseconds (pending_since)

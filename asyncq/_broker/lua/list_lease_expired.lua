@@ -4,6 +4,7 @@
 --
 -- KEYS[1] = asynq:{q}:lease    lease set
 -- KEYS[2] = asynq:{q}:active   active list
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = cutoff in Unix seconds
 -- ARGV[2] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>

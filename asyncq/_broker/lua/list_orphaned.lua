@@ -5,6 +5,7 @@
 --
 -- KEYS[1] = asynq:{q}:active   active list
 -- KEYS[2] = asynq:{q}:lease    lease set
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>
 -- RETURNS = id, message, id, message, ... of those tasks (ids without a task hash are

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] = asynq:{q}:<state> or asynq:{q}:g:<group>   the container
 -- KEYS[2] = asynq:{q}:lease                             lease set (for active tasks)
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = "list" or "zset"
 -- ARGV[2] = first index of the page (0-based)
 -- ARGV[3] = last index of the page

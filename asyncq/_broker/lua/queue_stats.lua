@@ -14,6 +14,7 @@
 -- KEYS[10] = asynq:{q}:failed                 total failed counter
 -- KEYS[11] = asynq:{q}:paused                 exists while paused
 -- KEYS[12] = asynq:{q}:groups                 set of group names
+-- KEYS[13] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- ARGV[2] = group key prefix asynq:{q}:g:
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>; ARGV[2] .. group -> asynq:{q}:g:<group>

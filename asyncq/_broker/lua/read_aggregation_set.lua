@@ -2,6 +2,7 @@
 -- Semantics of asynq's readAggregationSetCmd.
 --
 -- KEYS[1] = asynq:{q}:g:<group>:<set-id>   the aggregation set
+-- KEYS[2] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>
 -- RETURNS = the messages (tasks whose hash is gone are skipped)

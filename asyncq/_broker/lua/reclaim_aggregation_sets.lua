@@ -5,6 +5,7 @@
 --
 -- KEYS[1] = asynq:{q}:aggregation_sets   set key -> deadline
 -- KEYS[2] = asynq:{q}:groups             set of group names
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = now in Unix seconds
 -- ARGV[2] = group key prefix asynq:{q}:g:
 -- DERIVED = ARGV[2] .. suffix -> asynq:{q}:g:<group>[:<set-id>]

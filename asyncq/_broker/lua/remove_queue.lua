@@ -14,6 +14,7 @@
 -- KEYS[10] = asynq:{q}:paused            pause flag
 -- KEYS[11] = asynq:{q}:processed         total processed counter
 -- KEYS[12] = asynq:{q}:failed            total failed counter
+-- KEYS[13] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = "1" to delete tasks too, "0" to refuse a queue that has any
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- ARGV[3] = unique lock prefix asynq:{q}:unique:

@@ -4,6 +4,7 @@
 -- KEYS[1] = asynq:{q}:<state> or asynq:{q}:g:<group>   the source set
 -- KEYS[2] = asynq:{q}:pending                          pending list
 -- KEYS[3] = asynq:{q}:groups                           set of group names
+-- KEYS[4] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task key prefix asynq:{q}:t:
 -- ARGV[2] = now in Unix nanoseconds (pending_since)
 -- ARGV[3] = wake-up channel asynq:{q}:wakeup

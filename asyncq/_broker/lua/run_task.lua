@@ -5,6 +5,7 @@
 -- KEYS[1] = asynq:{q}:t:<id>   task hash
 -- KEYS[2] = asynq:{q}:pending  pending list
 -- KEYS[3] = asynq:{q}:groups   set of group names
+-- KEYS[4] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task id
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- ARGV[3] = now in Unix nanoseconds (pending_since)

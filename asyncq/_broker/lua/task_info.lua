@@ -2,6 +2,7 @@
 --
 -- KEYS[1] = asynq:{q}:t:<id>   task hash
 -- KEYS[2] = asynq:{q}:lease    lease set
+-- KEYS[3] = asynq:{q}:slot-guard   never exists: while the slot migrates, the call waits
 -- ARGV[1] = task id
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>
