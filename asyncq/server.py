@@ -170,7 +170,7 @@ class Server:
         self.config.logger.info(
             "server %s serving %s with concurrency %d",
             self.identity.server_id,
-            ", ".join(f"{q} (priority {p})" for q, p in self.router.priorities.items()),
+            ", ".join(f"{q} (priority {p})" for q, p in self.router.configured.items()),
             self.config.concurrency,
         )
 

@@ -249,8 +249,11 @@ async def test_cancel_reaches_the_worker_running_the_task(
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("long"), queue=queue_name)
+    # Listed with the priorities as configured, as asynq's heartbeat lists them (6 and 3,
+    # not the 2 and 1 the server serves them by).
+    queues = {queue_name: 6, f"{queue_name}-low": 3}
     async with (
-        running_server(connector, mux, {queue_name: 1}) as server,
+        running_server(connector, mux, queues) as server,
         Inspector(connector) as inspector,
     ):
         await eventually(started.is_set)
@@ -258,7 +261,7 @@ async def test_cancel_reaches_the_worker_running_the_task(
         # The heartbeat writes the server's record and its workers together: wait for it.
         await eventually(lambda: _has_worker(inspector, server.identity.server_id, info.id))
         records = [s for s in await inspector.servers() if s.id == server.identity.server_id]
-        assert records and records[0].queues == {queue_name: 1}
+        assert records and records[0].queues == queues
         await inspector.cancel(info.id)
         await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     async with Inspector(connector) as inspector:

@@ -34,7 +34,9 @@ def first_shares(router: QueueRouter, rounds: int = ORDERS) -> dict[str, float]:
     ],
 )
 def test_priorities_are_divided_by_their_gcd(given: dict[str, int], served: dict[str, int]) -> None:
-    assert QueueRouter(given).priorities == served
+    router = QueueRouter(given)
+    assert router.priorities == served
+    assert router.configured == given  # what the server's record lists
 
 
 def test_the_given_mapping_is_not_changed() -> None:

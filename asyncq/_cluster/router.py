@@ -32,6 +32,8 @@ class QueueRouter:
                 raise InvalidOptionError(
                     f"priority of queue {name!r} must be a whole number >= 1, got {priority!r}"
                 )
+        # As given, for the server's record (asynq's heartbeat lists them so).
+        self.configured = dict(queues)
         # Divide by the common divisor, as asynq does: {a: 6, b: 3} serves like {a: 2, b: 1}.
         divisor = reduce(math.gcd, queues.values())
         self.priorities = {name: p // divisor for name, p in queues.items()}

@@ -122,7 +122,7 @@ class Heartbeater(PeriodicComponent):
             pid=self.ident.pid,
             server_id=self.ident.server_id,
             concurrency=self.config.concurrency,
-            queues=self.router.priorities,
+            queues=self.router.configured,
             strict_priority=self.config.strict_priority,
             status=self.status,
             start_time=_timestamp(self.started),
