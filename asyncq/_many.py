@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from asyncq._broker.keys import QueueKeys
+from asyncq._broker.rdb import UNCONFIRMED
 from asyncq._options import new_task_ids
 from asyncq._prepared import Prepared
 from asyncq.task import Task, TaskInfo
@@ -202,7 +203,12 @@ class ManyWriter:
                 # A generated id is never taken: ID_CONFLICT means a re-sent call that
                 # had already succeeded, so every code is a success here.
                 task = batch.tasks[position]
-                results[index] = EnqueueResult._stored(task, batch.task_ids[position], describe)
+                task_id = batch.task_ids[position]
+                if codes[position] == UNCONFIRMED:
+                    unconfirmed = client._not_replicated(describe(task, task_id))
+                    results[index] = EnqueueResult(task=task, error=unconfirmed)
+                else:
+                    results[index] = EnqueueResult._stored(task, task_id, describe)
 
     async def _single(self, index: int, prepared: Prepared) -> None:
         client = self._client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -10,7 +11,14 @@ from typing import Unpack
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import MessageTemplate, decode_message, new_message
-from asyncq._broker.rdb import ALREADY_FIRED, DUPLICATE, ENQUEUED, ID_CONFLICT, Broker
+from asyncq._broker.rdb import (
+    ALREADY_FIRED,
+    DUPLICATE,
+    ENQUEUED,
+    ID_CONFLICT,
+    UNCONFIRMED,
+    Broker,
+)
 from asyncq._clock import Clock, SystemClock
 from asyncq._cluster.connector import Connector
 from asyncq._coalesce import Coalescer
@@ -32,6 +40,8 @@ from asyncq._options import (
 from asyncq._prepared import Prepared, plain_like
 from asyncq.errors import (
     DuplicateTaskError,
+    InvalidOptionError,
+    NotReplicatedError,
     ResultNotKeptError,
     ResultTimeoutError,
     TaskFailedError,
@@ -60,6 +70,24 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def _checked_replication(
+    connector: Connector, replicas: object, seconds: object
+) -> tuple[int, float]:
+    """``wait_replicas`` and ``replica_timeout``, checked: a whole number of replicas, and
+    a wait that ends before the connection's own reply timeout would give it up."""
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise InvalidOptionError(f"wait_replicas must be a whole number >= 0, got {replicas!r}")
+    if not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise InvalidOptionError(f"replica_timeout must be a positive number, got {seconds!r}")
+    limit = connector.socket_timeout
+    if replicas and limit is not None and seconds >= limit:
+        raise InvalidOptionError(
+            f"replica_timeout ({seconds:g}s) must be below the connector's socket_timeout "
+            f"({limit:g}s), which would otherwise drop the connection while Redis waits"
+        )
+    return replicas, float(seconds)
+
+
 class Client:
     """Enqueues tasks. Use as ``async with Client(connector) as client:``.
 
@@ -67,11 +95,26 @@ class Client:
     connector may be shared with a server or an inspector in the same process.
     Plain enqueues made at the same moment (a busy web app) share round trips:
     the first goes out at once, the ones that arrive meanwhile go out together.
+
+    ``wait_replicas``: each enqueue returns only once that many replicas of its queue's
+    master hold the task (Redis's ``WAIT``), so a failover right after cannot lose it; a
+    task stored without them within ``replica_timeout`` seconds raises
+    ``NotReplicatedError`` (it is stored all the same). 0, the default, waits for none.
     """
 
-    def __init__(self, connector: Connector, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        clock: Clock | None = None,
+        wait_replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
         self.connector = connector
         self._broker = Broker(connector)
+        replication = _checked_replication(connector, wait_replicas, replica_timeout)
+        if replication[0]:
+            self._broker.wait_replicas = replication
         self._clock: Clock = clock or SystemClock()
         self._batchers: dict[str, Coalescer[Prepared, int]] = {}
         self._fields_cache: _FieldsCache | None = None
@@ -356,8 +399,12 @@ class Client:
     def _result(self, prepared: Prepared, code: int) -> EnqueueResult:
         try:
             return EnqueueResult(task=prepared.task, info=self._outcome(prepared, code))
-        except (DuplicateTaskError, TaskIdConflictError) as error:
+        except (DuplicateTaskError, TaskIdConflictError, NotReplicatedError) as error:
             return EnqueueResult(task=prepared.task, error=error)
+
+    def _not_replicated(self, info: TaskInfo) -> NotReplicatedError:
+        replicas, seconds = self._broker.wait_replicas or (0, 0.0)
+        return NotReplicatedError(info, replicas, seconds)
 
     def _outcome(self, p: Prepared, code: int) -> TaskInfo:
         """The TaskInfo of a stored task, or the error its script result means."""
@@ -368,15 +415,18 @@ class Client:
         # call that had already succeeded before its reply was lost, so it is success.
         if code == ID_CONFLICT and not p.generated_id:
             raise TaskIdConflictError(opts.queue, p.task_id)
-        assert code in (ENQUEUED, ID_CONFLICT)
+        assert code in (ENQUEUED, ID_CONFLICT, UNCONFIRMED)
         timeout, deadline, next_at, retention = self._shared_fields(p)
         # Every field, in TaskInfo's order (new_task_info checks nothing; see task.py).
-        return new_task_info(
+        info = new_task_info(
             p.task_id, opts.queue, p.task.type, p.task.payload, p.state, opts.max_retry,
             0, dict(p.task.headers), "", None,  # retried, headers, last_error, last_failed_at
             timeout, deadline, opts.group, next_at, retention,
             None, None, False,  # completed_at, result, is_orphaned
         )  # fmt: skip
+        if code == UNCONFIRMED:
+            raise self._not_replicated(info)
+        return info
 
     def _shared_fields(self, p: Prepared) -> _SharedFields:
         """The TaskInfo fields that follow from the options and the time alone. The last

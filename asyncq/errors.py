@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asyncq.task import TaskInfo
+
 __all__ = [
     "AsyncqError",
     "ConnectionFailedError",
@@ -10,6 +15,7 @@ __all__ = [
     "InvalidOptionError",
     "InvalidQueueNameError",
     "LeaseExpiredError",
+    "NotReplicatedError",
     "QueueNotEmptyError",
     "QueueNotFoundError",
     "RedisRefusedError",
@@ -90,6 +96,25 @@ class RedisRefusedError(ConnectionFailedError):
         AsyncqError.__init__(self, f"Redis at {address} refused the connection ({text}); {hint}")
         self.address = address
         self.waited = 0.0
+
+
+class NotReplicatedError(AsyncqError):
+    """A task was stored, but fewer replicas than the client's ``wait_replicas`` confirmed
+    it in time: a failover of its master now could lose it.
+
+    ``info`` is the stored task's ``TaskInfo``. Enqueueing it again with the same
+    ``task_id`` is safe: ``TaskIdConflictError`` then says it is still stored.
+    """
+
+    def __init__(self, info: TaskInfo, replicas: int, timeout: float) -> None:
+        super().__init__(
+            f"task {info.id!r} is stored in queue {info.queue!r}, but fewer than {replicas} "
+            f"replica(s) confirmed it within {timeout:g}s; it may be lost if its master fails "
+            "now. Check the replicas (INFO replication), or raise replica_timeout"
+        )
+        self.info = info
+        self.replicas = replicas
+        self.timeout = timeout
 
 
 class TaskDecodeError(AsyncqError):

@@ -21,6 +21,7 @@ EXPECTED = {
     "InvalidQueueNameError",
     "LeaseExpiredError",
     "Middleware",
+    "NotReplicatedError",
     "PeriodicTaskConfig",
     "PeriodicTaskManager",
     "QueueInfo",

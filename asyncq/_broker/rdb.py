@@ -19,13 +19,14 @@ from asyncq._broker.scripts import LuaScript, load_script
 from asyncq._cluster.connector import Connector
 from asyncq._options import new_task_id
 
-__all__ = ["DUPLICATE", "ENQUEUED", "ID_CONFLICT", "Broker"]
+__all__ = ["DUPLICATE", "ENQUEUED", "ID_CONFLICT", "UNCONFIRMED", "Broker"]
 
 # Results of the enqueue-family scripts.
 ENQUEUED = 1
 ID_CONFLICT = 0
 DUPLICATE = -1
 ALREADY_FIRED = -2  # a scheduler's fire lock was taken by another scheduler
+UNCONFIRMED = 2  # stored, but fewer replicas than asked for confirmed it in time
 
 # How long a client trusts that it has added a queue to `asynq:queues`. asynq caches
 # it forever, so a queue removed by another process stays invisible to the CLI until
@@ -66,6 +67,9 @@ class Broker:
         # queue -> records of its answered dequeues not yet deleted (one per call in flight
         # at most: each call deletes one)
         self._dequeue_records: dict[str, list[str]] = {}
+        # (replicas, seconds): the enqueue-family verbs wait until that many replicas hold
+        # each write, and answer UNCONFIRMED for a task stored without them (see Client).
+        self.wait_replicas: tuple[int, float] | None = None
 
     def keys(self, queue: str) -> QueueKeys:
         """The (cached) keys of ``queue``; raises ``InvalidQueueNameError`` for a bad name."""
@@ -119,13 +123,14 @@ class Broker:
     ) -> int:
         """asynq's Enqueue / EnqueueUnique: a new pending task.
 
-        Returns ENQUEUED, ID_CONFLICT or DUPLICATE, as every enqueue-family verb does.
+        Returns ENQUEUED, ID_CONFLICT or DUPLICATE, as every enqueue-family verb does
+        (or UNCONFIRMED, when ``wait_replicas`` is set and the replicas did not confirm).
         """
         script_keys = [keys.task(task_id), keys.pending]
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now_ns, keys.wakeup, ttl, *fire]
-        return int(await self._store(load_script("enqueue"), script_keys, args))
+        return await self._store_one(load_script("enqueue"), script_keys, args)
 
     async def schedule(
         self,
@@ -143,7 +148,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, process_at, task_id, group, ttl, *fire]
-        return int(await self._store(load_script("schedule"), script_keys, args))
+        return await self._store_one(load_script("schedule"), script_keys, args)
 
     async def add_to_group(
         self,
@@ -161,7 +166,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now, group, ttl, *fire]
-        return int(await self._store(load_script("add_to_group"), script_keys, args))
+        return await self._store_one(load_script("add_to_group"), script_keys, args)
 
     async def enqueue_batch(
         self,
@@ -180,20 +185,33 @@ class Broker:
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         fresh = "1" if fresh_ids else "0"
         args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob, fresh]
-        taken = await self._store(
+        taken, confirmed = await self._store(
             load_script("enqueue_batch"), [keys.pending, keys.slot_guard], args
         )
-        codes = [ENQUEUED] * len(task_ids)
+        codes = [ENQUEUED if confirmed else UNCONFIRMED] * len(task_ids)
         for position in taken:
             codes[int(position) - 1] = ID_CONFLICT
         return codes
 
-    async def _store(self, script: LuaScript, script_keys: list[str], args: list[Arg]) -> Any:
-        """Run one of the enqueue-family scripts. Their last argument says whether the
-        call may repeat one that was stored: then the task's own message, found in place,
-        means success rather than an id conflict (a reply lost to a timeout or failover)."""
-        return await self.connector.run_script(
-            script, script_keys, [*args, "0"], resend=[*args, "1"]
+    async def _store_one(self, script: LuaScript, script_keys: list[str], args: list[Arg]) -> int:
+        reply, confirmed = await self._store(script, script_keys, args)
+        code = int(reply)
+        return UNCONFIRMED if code == ENQUEUED and not confirmed else code
+
+    async def _store(
+        self, script: LuaScript, script_keys: list[str], args: list[Arg]
+    ) -> tuple[Any, bool]:
+        """Run one of the enqueue-family scripts; returns its reply and whether the
+        replicas asked for (``wait_replicas``) confirmed it. The scripts' last argument
+        says whether the call may repeat one that was stored: then the task's own
+        message, found in place, means success rather than an id conflict (a reply lost
+        to a timeout or failover)."""
+        first, again = [*args, "0"], [*args, "1"]
+        if self.wait_replicas is None:
+            return await self.connector.run_script(script, script_keys, first, resend=again), True
+        replicas, seconds = self.wait_replicas
+        return await self.connector.run_script_replicated(
+            script, script_keys, first, resend=again, replicas=replicas, replica_timeout=seconds
         )
 
     async def run_queue_script(

@@ -170,6 +170,12 @@ class Connector(ABC):
         await self.aclose()
 
     @property
+    def socket_timeout(self) -> float | None:
+        """Seconds a reply may take before its connection is given up (None: no limit)."""
+        value = self._options.get("socket_timeout")
+        return None if value is None else float(value)
+
+    @property
     def client(self) -> RedisClient:
         """The redis-py client; raises if the connector is not connected."""
         if self._client is None:
@@ -246,27 +252,80 @@ class Connector(ABC):
                     pass  # redis-py takes this attempt
             # Not the first send's form: redis-py may repeat this one after a timeout.
             current = resend if resend is not None else arguments()
-            try:
-                return await client.evalsha(script.sha, len(keys), *keys, *current)
-            except rx.NoScriptError:
-                await client.script_load(script.source)
-                return await client.evalsha(script.sha, len(keys), *keys, *current)
+            return await _evalsha(client, script, keys, current)
 
         return await self.call(op)
 
+    async def run_script_replicated(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[EncodableT],
+        *,
+        resend: Sequence[EncodableT],
+        replicas: int,
+        replica_timeout: float,
+    ) -> tuple[Any, bool]:
+        """Run a script that stores tasks, then wait until ``replicas`` replicas of the
+        node hold what it wrote, for at most ``replica_timeout`` seconds (Redis's ``WAIT``).
+        Returns the script's reply and whether enough replicas confirmed it.
+
+        ``WAIT`` counts the writes of the connection that sends it, so the script call and
+        the ``WAIT`` go together on the node's link. Where redis-py has to take the call (a
+        redirection, a failover), it is then sent again, in its ``resend`` form, with the
+        ``WAIT`` over the link to the node that now holds the key: the enqueue scripts
+        write a task they find already stored once more, unchanged, so that the ``WAIT``
+        covers the first send's writes too.
+        """
+        if self._options.get("ssl"):
+            raise InvalidOptionError("wait_replicas needs a connection without TLS for now")
+        wait = ("WAIT", replicas, max(round(replica_timeout * 1000), 1))
+        sends = 0
+
+        async def op(client: RedisClient) -> Any:
+            nonlocal sends
+            links = self._links
+            if links is None:
+                raise RuntimeError("the connector is not connected")
+            sends += 1
+            current = args if sends == 1 else resend
+            command = ("EVALSHA", script.sha, len(keys), *keys, *current)
+            try:
+                return await self._run_on_link(links, script, keys[0], command, wait)
+            except LinkUnusable:
+                pass
+            await _evalsha(client, script, keys, resend)  # redis-py follows the cluster
+            command = ("EVALSHA", script.sha, len(keys), *keys, *resend)
+            try:
+                return await self._run_on_link(links, script, keys[0], command, wait)
+            except LinkUnusable as error:
+                raise rx.ConnectionError(f"could not wait for replicas: {error}") from error
+
+        reply, acknowledged = await self.call(op)
+        return reply, int(acknowledged) >= replicas
+
     async def _run_on_link(
-        self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
+        self,
+        links: ScriptLinks,
+        script: LuaScript,
+        key: str,
+        command: tuple[EncodableT, ...],
+        *then: tuple[EncodableT, ...],
     ) -> Any:
+        """The script's reply; with commands to send right after it on the same connection
+        (``then``), the list of every reply, the script's first."""
         address = self.node_of(key)
-        reply = await links.call(address, command)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+        commands = (command, *then)
+        replies = await _send_on_link(links, address, commands)
+        if isinstance(replies[0], hiredis.ReplyError) and str(replies[0]).startswith("NOSCRIPT"):
             await links.call(address, ("SCRIPT", "LOAD", script.source))
-            reply = await links.call(address, command)
-        if isinstance(reply, hiredis.ReplyError):
-            # The script ran and failed (or Redis refused it): the same error redis-py
-            # would raise, so callers and the retry policy see one kind of error.
-            raise rx.ResponseError(str(reply))
-        return reply
+            replies = await _send_on_link(links, address, commands)
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                # The script ran and failed (or Redis refused it): the same error redis-py
+                # would raise, so callers and the retry policy see one kind of error.
+                raise rx.ResponseError(str(reply))
+        return replies if then else replies[0]
 
     async def open_private_link(self, address: str, extra_wait: float) -> ScriptLink | None:
         """A link of its own to one node, for a command that blocks up to ``extra_wait``
@@ -289,6 +348,25 @@ class Connector(ABC):
         if options.get("ssl"):
             return None
         return ScriptLinks.from_settings(options)
+
+
+async def _send_on_link(
+    links: ScriptLinks, address: str, commands: tuple[tuple[EncodableT, ...], ...]
+) -> list[Any]:
+    if len(commands) == 1:  # the hot path: one script call
+        return [await links.call(address, commands[0])]
+    return await links.call_many(address, commands)
+
+
+async def _evalsha(
+    client: RedisClient, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT]
+) -> Any:
+    """Run a script through redis-py, loading it where the node does not know it yet."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except rx.NoScriptError:
+        await client.script_load(script.source)
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
 
 
 class RedisConnector(Connector):

@@ -167,6 +167,24 @@ class ScriptLinks:
             raise LinkUnusable(str(reply))
         return reply
 
+    async def call_many(self, address: str, commands: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """Run commands one right after the other on the same connection to ``address``
+        (a script call and a ``WAIT`` that counts its writes); their replies, in order."""
+        link = self._links.get(address)
+        if link is None or not link.usable:
+            link = await self._open(address)
+        sent = [link.call(args) for args in commands]
+        try:
+            replies = [await reply for reply in sent]
+        finally:
+            for reply in sent:  # a lost link fails them all: the others' errors are seen here
+                if reply.done() and not reply.cancelled():
+                    reply.exception()
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
+                raise LinkUnusable(str(reply))
+        return replies
+
     def usable_addresses(self) -> list[str]:
         """The node addresses whose link can carry calls now."""
         return [address for address, link in self._links.items() if link.usable]

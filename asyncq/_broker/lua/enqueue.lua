@@ -22,6 +22,9 @@ if redis.call("EXISTS", KEYS[1]) == 1 then
   -- A re-sent call whose first attempt was stored (and its reply lost) finds its own
   -- message there: that is this call's success, not a conflict.
   if ARGV[8] == "1" and redis.call("HGET", KEYS[1], "msg") == ARGV[1] then
+    -- Written again, unchanged, so that this call counts as a write: a client waiting
+    -- for replicas (WAIT) then waits for the first attempt's writes too.
+    redis.call("HSET", KEYS[1], "msg", ARGV[1])
     return 1
   end
   return 0

@@ -31,6 +31,10 @@ for i = 1, #items, 2 do
     -- On a re-send, a task that holds this very message was stored by the first attempt.
     if not resent or redis.call("HGET", key, "msg") ~= items[i + 1] then
       taken[#taken + 1] = (i + 1) / 2
+    else
+      -- Written again, unchanged, so that this call counts as a write: a client waiting
+      -- for replicas (WAIT) then waits for the first attempt's writes too.
+      redis.call("HSET", key, "msg", items[i + 1])
     end
   else
     redis.call("HSET", key, "msg", items[i + 1], "state", "pending", "pending_since", ARGV[1])

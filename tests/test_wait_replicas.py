@@ -1,0 +1,220 @@
+"""``Client(wait_replicas=N)``: an enqueue returns once N replicas hold the task.
+
+Redis replicates asynchronously, so a task a master confirmed a moment before it died
+can be missing on the replica that replaces it. With ``wait_replicas`` each enqueue waits
+(Redis's ``WAIT``, on the connection that wrote it) until enough replicas hold it, and
+says so with ``NotReplicatedError`` when they do not, within ``replica_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+
+from asyncq import (
+    Client,
+    Connector,
+    InvalidOptionError,
+    NotReplicatedError,
+    RedisClusterConnector,
+    RedisConnector,
+    Task,
+)
+from asyncq._broker.packing import pack_pairs
+from asyncq._broker.rdb import Broker
+from asyncq._broker.scripts import load_script
+from asyncq._cluster.slots import queue_slot
+from asyncq.testing import LocalRedisCluster, eventually
+from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
+
+
+def _harness(target: ClusterTarget) -> LocalRedisCluster:
+    if target.harness is None:
+        pytest.skip("needs the cluster the tests start (it pauses a replica)")
+    return target.harness
+
+
+def _replica_of(cluster: LocalRedisCluster, queue: str) -> redis.Redis:
+    """A connection to the replica of the queue's master, allowed to read there."""
+    _, replicas = cluster.slot_owner(queue_slot(queue))
+    host, port = replicas[0].rsplit(":", 1)
+    replica = redis.Redis(host=host, port=int(port))
+    replica.execute_command("READONLY")
+    return replica
+
+
+@contextmanager
+def paused(cluster: LocalRedisCluster, address: str) -> Iterator[None]:
+    """The node's process stopped (SIGSTOP): alive, but it acknowledges nothing."""
+    pid = cluster.node_for_address(address).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_every_kind_of_enqueue_is_on_the_replica_when_it_returns(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    replica = _replica_of(_harness(redis_cluster), queue_name)
+    async with (
+        RedisClusterConnector(redis_cluster.seeds) as connector,
+        Client(connector, wait_replicas=1) as client,
+    ):
+        alone = await client.enqueue(Task("alone"), queue=queue_name)
+        crowd = await asyncio.gather(
+            *(client.enqueue(Task("crowd", {"n": n}), queue=queue_name) for n in range(40))
+        )
+        later = await client.enqueue(Task("later"), queue=queue_name, process_in=600)
+        grouped = await client.enqueue(Task("grouped"), queue=queue_name, group="g")
+        unique = await client.enqueue(Task("unique"), queue=queue_name, unique=60)
+        many = await client.enqueue_many(
+            [Task("many", {"n": n}) for n in range(30)], queue=queue_name
+        )
+    assert all(result.ok for result in many)
+    infos = [alone, *crowd, later, grouped, unique, *(r.info for r in many if r.info)]
+    for info in infos:
+        # Read from the replica straight after the calls: no waiting here.
+        state = replica.hget(f"asynq:{{{queue_name}}}:t:{info.id}", "state")
+        assert state == info.state.value.encode(), f"{info.id} is not on the replica"
+
+
+async def test_a_replica_that_does_not_confirm_gives_not_replicated_with_the_task_stored(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    cluster = _harness(redis_cluster)
+    _, replicas = cluster.slot_owner(queue_slot(queue_name))
+    async with (
+        RedisClusterConnector(redis_cluster.seeds) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.3) as client,
+    ):
+        with paused(cluster, replicas[0]):
+            with pytest.raises(NotReplicatedError) as raised:
+                await client.enqueue(Task("single"), queue=queue_name)
+            results = await client.enqueue_many([Task("many"), Task("more")], queue=queue_name)
+        stored = raised.value.info
+        assert stored.queue == queue_name and raised.value.replicas == 1
+        assert "replica_timeout" in str(raised.value)
+        assert [type(r.error) for r in results] == [NotReplicatedError] * 2
+        ids = [
+            stored.id,
+            *(r.error.info.id for r in results if isinstance(r.error, NotReplicatedError)),
+        ]
+        pending = await connector.execute("LRANGE", f"asynq:{{{queue_name}}}:pending", 0, -1)
+        assert sorted(i.decode() for i in pending) == sorted(ids), "stored all the same"
+        # Once the replica answers again, enqueues are confirmed again.
+        await eventually(lambda: _confirms(client, queue_name), within=10)
+
+
+async def _confirms(client: Client, queue: str) -> bool:
+    try:
+        await client.enqueue(Task("probe"), queue=queue)
+    except NotReplicatedError:
+        return False
+    return True
+
+
+async def test_a_server_without_replicas_never_confirms(
+    redis_server: StandaloneTarget, queue_name: str
+) -> None:
+    async with (
+        RedisConnector(redis_server.url) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.05) as client,
+    ):
+        with pytest.raises(NotReplicatedError) as raised:
+            await client.enqueue(Task("nowhere"), queue=queue_name)
+        state = await connector.execute(
+            "HGET", f"asynq:{{{queue_name}}}:t:{raised.value.info.id}", "state"
+        )
+    assert state == b"pending"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wait_replicas": -1}, "wait_replicas"),
+        ({"wait_replicas": True}, "wait_replicas"),
+        ({"wait_replicas": "1"}, "wait_replicas"),
+        ({"wait_replicas": 1, "replica_timeout": 0}, "replica_timeout"),
+        ({"wait_replicas": 1, "replica_timeout": float("nan")}, "replica_timeout"),
+        ({"wait_replicas": 1, "replica_timeout": 5.0}, "socket_timeout"),
+    ],
+)
+def test_bad_replication_options_are_refused(options: dict[str, object], message: str) -> None:
+    connector: Connector = RedisConnector(socket_timeout=5.0)
+    with pytest.raises(InvalidOptionError, match=message):
+        Client(connector, **options)  # type: ignore[arg-type]
+
+
+async def test_master_killed_while_enqueueing_loses_no_confirmed_task(
+    own_cluster: LocalRedisCluster,
+) -> None:
+    queue = "confirmed-failover"
+    confirmed: list[str] = []
+    unconfirmed: list[str] = []
+    stop = asyncio.Event()
+
+    async def writer(client: Client) -> None:
+        while not stop.is_set():
+            try:
+                info = await client.enqueue(Task("job"), queue=queue)
+            except NotReplicatedError as error:  # stored, not confirmed: the caller knows
+                unconfirmed.append(error.info.id)
+            else:
+                confirmed.append(info.id)
+
+    async with (
+        RedisClusterConnector(own_cluster.seeds, retry_deadline=15.0) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.2) as client,
+    ):
+        writers = [asyncio.create_task(writer(client)) for _ in range(8)]
+        await eventually(lambda: len(confirmed) >= 300, within=20)
+        old_master = own_cluster.kill_master_of_slot(queue_slot(queue))
+        await asyncio.to_thread(
+            own_cluster.wait_for_failover, queue_slot(queue), old_master.address, 30.0
+        )
+        # The new master has no replica now: its enqueues are stored but not confirmed.
+        await eventually(lambda: len(unconfirmed) >= 10, within=30)
+        stop.set()
+        await asyncio.gather(*writers)
+        stored = await connector.execute("LRANGE", f"asynq:{{{queue}}}:pending", 0, -1)
+    stored_ids = {s.decode() for s in stored}
+    missing = set(confirmed) - stored_ids
+    assert not missing, f"{len(missing)} confirmed tasks were lost"
+
+
+@pytest.mark.parametrize("verb", ["enqueue", "enqueue_batch"])
+async def test_a_resent_call_that_finds_its_task_stored_still_counts_as_a_write(
+    redis_cluster: ClusterTarget, queue_name: str, verb: str
+) -> None:
+    # After a failover, the call is sent again on the connection that then WAITs; WAIT
+    # counts that connection's own writes, so finding the task must write it again.
+    cluster = _harness(redis_cluster)
+    master_address, _ = cluster.slot_owner(queue_slot(queue_name))
+    master = cluster.node_for_address(master_address).admin_client()
+    async with RedisClusterConnector(redis_cluster.seeds) as connector:
+        broker = Broker(connector)
+        keys = broker.keys(queue_name)
+        task_id, msg, now_ns = "t-1", b"message", time.time_ns()
+        if verb == "enqueue":
+            script_keys = [keys.task(task_id), keys.pending]
+            args: list[str | bytes | int] = [msg, task_id, now_ns, keys.wakeup, 0, "", 0]
+        else:
+            script_keys = [keys.pending, keys.slot_guard]
+            blob = pack_pairs([task_id.encode()], [msg])
+            args = [now_ns, keys.task_prefix, keys.wakeup, blob, "1"]
+        script = load_script(verb)
+        await connector.run_script(script, script_keys, [*args, "0"])
+        before = master.info("replication")["master_repl_offset"]
+        reply = await connector.run_script(script, script_keys, [*args, "1"])
+        after = master.info("replication")["master_repl_offset"]
+    assert reply in (1, [])  # found in place: success, not a conflict
+    assert after > before, "the re-sent call wrote nothing, so a WAIT would not cover it"
