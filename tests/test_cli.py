@@ -111,7 +111,8 @@ async def test_queue_ls_cluster_shows_slot_and_nodes_of_the_tutorial_queues(
     cluster_connector: Connector, redis_cluster: ClusterTarget
 ) -> None:
     harness = redis_cluster.harness
-    assert harness is not None
+    if harness is None:
+        pytest.skip("needs the harness's own cluster to know its layout")
     seeds = ["--cluster-nodes", ",".join(redis_cluster.seeds)]
     await _clear_tutorial_queues(cluster_connector)
     try:

@@ -155,7 +155,7 @@ async def test_stopping_redis_gives_the_documented_error(
         assert time.monotonic() - started < 1.0 + 2.0 + 1.0
 
 
-async def test_master_killed_while_enqueueing_loses_no_acknowledged_task(
+async def test_master_killed_while_enqueueing_fails_no_call_and_stores_no_task_twice(
     own_cluster: LocalRedisCluster,
 ) -> None:
     queue = "failover"
@@ -193,8 +193,10 @@ async def test_master_killed_while_enqueueing_loses_no_acknowledged_task(
     assert new_master != old_master.address
     assert errors == [], "with a deadline longer than the failover, no call should fail"
     assert len(stored_ids) == len(set(stored_ids)), "a task was stored twice"
-    missing = set(acked) - set(stored_ids)
-    assert not missing, f"{len(missing)} acknowledged tasks were lost"
+    # Not asserted here: that every acknowledged task survived. Redis replicates
+    # asynchronously, so one confirmed a moment before the kill may be missing on the new
+    # master (rarely, on loopback); Client(wait_replicas=1) closes that gap, and
+    # test_wait_replicas.py asserts that no confirmed task is lost.
 
 
 async def test_a_connection_closed_under_a_command_is_retried_but_a_bug_is_not() -> None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -300,3 +304,26 @@ def test_wait_until_times_out_with_the_last_reason() -> None:
 
     with pytest.raises(HarnessTimeoutError, match="still refusing"):
         wait_until(never, timeout=0.05, description="nothing")
+
+
+@needs_redis_server
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_test_process_stops_its_servers(signum: int) -> None:
+    # The servers run in sessions of their own, so a CI job cancelled with SIGTERM (or a
+    # closed terminal's SIGHUP) used to kill the test process and leave them running.
+    program = (
+        "import signal\n"
+        "from asyncq.testing import RedisServerProcess\n"
+        "server = RedisServerProcess().start()\n"
+        "print(server.pid, server.directory, flush=True)\n"
+        "signal.pause()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    assert child.stdout is not None
+    pid, directory = child.stdout.readline().split()
+    child.send_signal(signum)
+    child.wait(timeout=30)
+    assert _process_group_gone(int(pid)), "the server outlived the process that started it"
+    assert not Path(directory).exists()

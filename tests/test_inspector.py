@@ -296,7 +296,8 @@ async def test_scheduler_entries_written_by_go_are_listed(connector: Connector) 
 async def test_cluster_slot_and_nodes_match_cluster_shards(
     cluster_connector: Connector, redis_cluster: ClusterTarget
 ) -> None:
-    assert redis_cluster.harness is not None
+    if redis_cluster.harness is None:
+        pytest.skip("needs the harness's own cluster to know its layout")
     async with Inspector(cluster_connector) as inspector:
         for queue, slot in (("images", 9450), ("notifications", 16340), ("webhooks", 4418)):
             assert inspector.cluster_key_slot(queue) == slot

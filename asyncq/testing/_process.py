@@ -73,6 +73,22 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _stop_servers_on_termination() -> None:
+    """Make SIGTERM and SIGHUP (a CI job cancelled, a terminal closed) stop this process as
+    Ctrl-C does, so the servers it started are stopped at exit instead of left running
+    (they run in sessions of their own, so the signal does not reach them). Only where
+    nobody handles those signals already, and only from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+
+
 class RedisServerProcess:
     """One throw-away ``redis-server`` process listening on ``127.0.0.1:<port>``.
 
@@ -220,6 +236,7 @@ class RedisServerProcess:
         self._pid = self._proc.pid
         with _live_lock:
             _live_servers.add(self)
+        _stop_servers_on_termination()
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
         """Block until *this* process answers; on failure kill it and raise with its log tail.
