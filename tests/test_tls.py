@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from asyncq import Client, RedisConnector, Task
+from asyncq import Client, InvalidOptionError, RedisConnector, Task
 from asyncq.testing import RedisServerProcess, eventually
 from asyncq.testing.servers import HarnessError, free_port
 
@@ -134,3 +134,13 @@ async def test_calls_redis_py_sends_again_after_a_timeout_store_each_task_once(
     pending = admin.lrange(f"asynq:{{{queue}}}:pending", 0, -1)  # str: admin decodes
     assert sorted(pending) == sorted(stored), "each task once"
     assert len(stored) == 6
+
+
+async def test_waiting_for_replicas_over_tls_is_refused_naming_why(
+    tls_server: tuple[int, Path, redis.Redis],
+) -> None:
+    tls_port, ca_file, _ = tls_server
+    connector = RedisConnector(host="127.0.0.1", port=tls_port, tls=True, tls_ca_certs=str(ca_file))
+    async with connector, Client(connector, wait_replicas=1, replica_timeout=0.2) as client:
+        with pytest.raises(InvalidOptionError, match="TLS"):
+            await client.enqueue(Task("t"), queue="tls-wait")

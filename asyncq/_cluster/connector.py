@@ -277,16 +277,17 @@ class Connector(ABC):
         write a task they find already stored once more, unchanged, so that the ``WAIT``
         covers the first send's writes too.
         """
-        if self._options.get("ssl"):
-            raise InvalidOptionError("wait_replicas needs a connection without TLS for now")
         wait = ("WAIT", replicas, max(round(replica_timeout * 1000), 1))
         sends = 0
 
         async def op(client: RedisClient) -> Any:
             nonlocal sends
             links = self._links
-            if links is None:
-                raise RuntimeError("the connector is not connected")
+            if links is None:  # connected, so it has no links: TLS, or a unix socket
+                raise InvalidOptionError(
+                    "wait_replicas needs a plain TCP connection to Redis (not TLS, not a "
+                    "unix socket) for now"
+                )
             sends += 1
             current = args if sends == 1 else resend
             command = ("EVALSHA", script.sha, len(keys), *keys, *current)
