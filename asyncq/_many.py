@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from asyncq._broker.keys import QueueKeys
-from asyncq._broker.rdb import UNCONFIRMED
+from asyncq._broker.rdb import ID_CONFLICT_UNCONFIRMED, UNCONFIRMED
 from asyncq._options import new_task_ids
 from asyncq._prepared import Prepared
 from asyncq.task import Task, TaskInfo
@@ -201,10 +201,11 @@ class ManyWriter:
                 results[index] = client._result(prepared, codes[position])
             else:
                 # A generated id is never taken: ID_CONFLICT means a re-sent call that
-                # had already succeeded, so every code is a success here.
+                # had already succeeded, so every code is a success here (unconfirmed
+                # by the replicas, when the client waits for them and they did not).
                 task = batch.tasks[position]
                 task_id = batch.task_ids[position]
-                if codes[position] == UNCONFIRMED:
+                if codes[position] in (UNCONFIRMED, ID_CONFLICT_UNCONFIRMED):
                     unconfirmed = client._not_replicated(describe(task, task_id))
                     results[index] = EnqueueResult(task=task, error=unconfirmed)
                 else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -16,6 +15,7 @@ from asyncq._broker.rdb import (
     DUPLICATE,
     ENQUEUED,
     ID_CONFLICT,
+    ID_CONFLICT_UNCONFIRMED,
     UNCONFIRMED,
     Broker,
 )
@@ -70,20 +70,15 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _checked_replication(
-    connector: Connector, replicas: object, seconds: object
-) -> tuple[int, float]:
-    """``wait_replicas`` and ``replica_timeout``, checked: a whole number of replicas, and
-    a wait that ends before the connection's own reply timeout would give it up."""
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        raise InvalidOptionError(f"wait_replicas must be a whole number >= 0, got {replicas!r}")
-    if not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
-        raise InvalidOptionError(f"replica_timeout must be a positive number, got {seconds!r}")
-    limit = connector.socket_timeout
-    if replicas and limit is not None and seconds >= limit:
+def _checked_replication(replicas: object, seconds: object) -> tuple[int, float]:
+    """``wait_replicas`` and ``replica_timeout``, checked."""
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 1000:
         raise InvalidOptionError(
-            f"replica_timeout ({seconds:g}s) must be below the connector's socket_timeout "
-            f"({limit:g}s), which would otherwise drop the connection while Redis waits"
+            f"wait_replicas must be a whole number from 0 to 1000, got {replicas!r}"
+        )
+    if not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+        raise InvalidOptionError(
+            f"replica_timeout must be a number of seconds above 0 and at most 3600, got {seconds!r}"
         )
     return replicas, float(seconds)
 
@@ -112,7 +107,7 @@ class Client:
     ) -> None:
         self.connector = connector
         self._broker = Broker(connector)
-        replication = _checked_replication(connector, wait_replicas, replica_timeout)
+        replication = _checked_replication(wait_replicas, replica_timeout)
         if replication[0]:
             self._broker.wait_replicas = replication
         self._clock: Clock = clock or SystemClock()
@@ -413,9 +408,9 @@ class Client:
             raise DuplicateTaskError(opts.queue, p.unique_key)
         # A generated UUID4 cannot collide: a conflict means the connector re-sent a
         # call that had already succeeded before its reply was lost, so it is success.
-        if code == ID_CONFLICT and not p.generated_id:
+        if code in (ID_CONFLICT, ID_CONFLICT_UNCONFIRMED) and not p.generated_id:
             raise TaskIdConflictError(opts.queue, p.task_id)
-        assert code in (ENQUEUED, ID_CONFLICT, UNCONFIRMED)
+        assert code in (ENQUEUED, ID_CONFLICT, UNCONFIRMED, ID_CONFLICT_UNCONFIRMED)
         timeout, deadline, next_at, retention = self._shared_fields(p)
         # Every field, in TaskInfo's order (new_task_info checks nothing; see task.py).
         info = new_task_info(
@@ -424,7 +419,7 @@ class Client:
             timeout, deadline, opts.group, next_at, retention,
             None, None, False,  # completed_at, result, is_orphaned
         )  # fmt: skip
-        if code == UNCONFIRMED:
+        if code in (UNCONFIRMED, ID_CONFLICT_UNCONFIRMED):
             raise self._not_replicated(info)
         return info
 

@@ -102,15 +102,16 @@ class NotReplicatedError(AsyncqError):
     """A task was stored, but fewer replicas than the client's ``wait_replicas`` confirmed
     it in time: a failover of its master now could lose it.
 
-    ``info`` is the stored task's ``TaskInfo``. Enqueueing it again with the same
-    ``task_id`` is safe: ``TaskIdConflictError`` then says it is still stored.
+    ``info`` is the stored task's ``TaskInfo``. The task stays stored on the master and
+    reaches the replicas when they catch up, unless the master fails first.
     """
 
     def __init__(self, info: TaskInfo, replicas: int, timeout: float) -> None:
         super().__init__(
             f"task {info.id!r} is stored in queue {info.queue!r}, but fewer than {replicas} "
             f"replica(s) confirmed it within {timeout:g}s; it may be lost if its master fails "
-            "now. Check the replicas (INFO replication), or raise replica_timeout"
+            "now. Check that the master has that many replicas online (INFO replication) "
+            "and that they keep up (replica_timeout)"
         )
         self.info = info
         self.replicas = replicas

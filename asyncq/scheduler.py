@@ -35,7 +35,12 @@ from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
 from asyncq._scheduler.cron import Schedule, parse_schedule
 from asyncq._scheduler.goformat import go_option_strings
 from asyncq.client import FIRE_LOCK_TTL, Client
-from asyncq.errors import AsyncqError, ConnectionFailedError, InvalidOptionError
+from asyncq.errors import (
+    AsyncqError,
+    ConnectionFailedError,
+    InvalidOptionError,
+    NotReplicatedError,
+)
 from asyncq.task import Task, TaskInfo
 
 __all__ = ["PeriodicTaskConfig", "PeriodicTaskManager", "Scheduler", "entry_message"]
@@ -108,7 +113,9 @@ class Scheduler:
     own ``CRON_TZ=`` prefix wins). ``before_enqueue(task, options)`` and
     ``after_enqueue(info, error)`` run around each fire (``info`` is None when another
     scheduler enqueued that fire). A fire found late (the process was paused) is still
-    enqueued within ``misfire_grace`` seconds, else skipped.
+    enqueued within ``misfire_grace`` seconds, else skipped. ``wait_replicas`` and
+    ``replica_timeout`` are the ``Client``'s: a fire stored but not confirmed by the
+    replicas is logged and given to ``after_enqueue`` with its ``NotReplicatedError``.
     """
 
     def __init__(
@@ -121,6 +128,8 @@ class Scheduler:
         before_enqueue: BeforeEnqueue | None = None,
         after_enqueue: AfterEnqueue | None = None,
         clock: Clock | None = None,
+        wait_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         if not 0 <= misfire_grace < FIRE_LOCK_TTL:
             raise InvalidOptionError(
@@ -136,7 +145,12 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         self.logger = logging.getLogger("asyncq.scheduler")
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
-        self._client = Client(connector, clock=self.clock)
+        self._client = Client(
+            connector,
+            clock=self.clock,
+            wait_replicas=wait_replicas,
+            replica_timeout=replica_timeout,
+        )
         self._entries: dict[str, _Entry] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -255,6 +269,13 @@ class Scheduler:
             )
             if info is not None:
                 await self._record(entry.id, info.id)
+        except NotReplicatedError as unconfirmed:  # stored all the same: not tried again
+            info, error = unconfirmed.info, unconfirmed
+            self.logger.warning("entry %s: %s", entry.id, unconfirmed)
+            try:
+                await self._record(entry.id, info.id)
+            except Exception as failure:  # the history is a record, the fire happened
+                self.logger.warning("entry %s: history not written: %s", entry.id, failure)
         except ConnectionFailedError as failure:
             error, retry = failure, True
             self.logger.error("entry %s could not enqueue (will retry): %s", entry.id, failure)

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -21,18 +22,23 @@ import redis
 from asyncq import (
     Client,
     Connector,
+    Inspector,
     InvalidOptionError,
     NotReplicatedError,
     RedisClusterConnector,
     RedisConnector,
+    Scheduler,
     Task,
+    TaskIdConflictError,
+    TaskInfo,
 )
 from asyncq._broker.packing import pack_pairs
 from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, eventually
+from asyncq.testing import LocalRedisCluster, ManualClock, eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
+from asyncq.testing.servers import wait_until
 
 
 def _harness(target: ClusterTarget) -> LocalRedisCluster:
@@ -100,12 +106,18 @@ async def test_a_replica_that_does_not_confirm_gives_not_replicated_with_the_tas
             with pytest.raises(NotReplicatedError) as raised:
                 await client.enqueue(Task("single"), queue=queue_name)
             results = await client.enqueue_many([Task("many"), Task("more")], queue=queue_name)
+            with pytest.raises(NotReplicatedError):
+                await client.enqueue(Task("own id"), queue=queue_name, task_id="mine")
+            # Still a conflict for another call with the same id, confirmed or not.
+            with pytest.raises(TaskIdConflictError):
+                await client.enqueue(Task("own id"), queue=queue_name, task_id="mine")
         stored = raised.value.info
         assert stored.queue == queue_name and raised.value.replicas == 1
         assert "replica_timeout" in str(raised.value)
         assert [type(r.error) for r in results] == [NotReplicatedError] * 2
         ids = [
             stored.id,
+            "mine",
             *(r.error.info.id for r in results if isinstance(r.error, NotReplicatedError)),
         ]
         pending = await connector.execute("LRANGE", f"asynq:{{{queue_name}}}:pending", 0, -1)
@@ -145,11 +157,12 @@ async def test_a_server_without_replicas_never_confirms(
         ({"wait_replicas": "1"}, "wait_replicas"),
         ({"wait_replicas": 1, "replica_timeout": 0}, "replica_timeout"),
         ({"wait_replicas": 1, "replica_timeout": float("nan")}, "replica_timeout"),
-        ({"wait_replicas": 1, "replica_timeout": 5.0}, "socket_timeout"),
+        ({"wait_replicas": 1, "replica_timeout": 4000}, "replica_timeout"),
+        ({"wait_replicas": 2**63}, "wait_replicas"),
     ],
 )
 def test_bad_replication_options_are_refused(options: dict[str, object], message: str) -> None:
-    connector: Connector = RedisConnector(socket_timeout=5.0)
+    connector: Connector = RedisConnector()
     with pytest.raises(InvalidOptionError, match=message):
         Client(connector, **options)  # type: ignore[arg-type]
 
@@ -218,3 +231,119 @@ async def test_a_resent_call_that_finds_its_task_stored_still_counts_as_a_write(
         after = master.info("replication")["master_repl_offset"]
     assert reply in (1, [])  # found in place: success, not a conflict
     assert after > before, "the re-sent call wrote nothing, so a WAIT would not cover it"
+
+
+def _waits_blocked(admin: redis.Redis) -> int:
+    """How many connections to this node are blocked in a WAIT now."""
+    return sum(1 for c in admin.client_list() if c.get("cmd") == "wait" and "b" in c["flags"])
+
+
+async def test_waits_block_in_parallel_and_hold_up_no_other_call(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    # Redis runs nothing else from a connection while a WAIT on it blocks: the WAITs must
+    # not sit on the link every other call of the connector (a worker's dequeue) uses.
+    cluster = _harness(redis_cluster)
+    master_address, replicas = cluster.slot_owner(queue_slot(queue_name))
+    master = cluster.node_for_address(master_address).admin_client()
+    async with (
+        RedisClusterConnector(redis_cluster.seeds) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=2.0) as client,
+    ):
+        broker = Broker(connector)
+        await client.enqueue(Task("ready"), queue=queue_name)
+        with paused(cluster, replicas[0]):
+            waiting = [
+                asyncio.ensure_future(
+                    client.enqueue(Task("later", {"n": n}), queue=queue_name, process_in=60)
+                )
+                for n in range(4)
+            ]
+            await eventually(lambda: _waits_blocked(master) >= 4, within=5)
+            taken = await broker.dequeue(broker.keys(queue_name), 1, int(time.time()) + 60)
+            assert len(taken) == 1
+            assert not any(call.done() for call in waiting), "the dequeue waited for a WAIT"
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    # The replica came back within the wait or not: confirmed, or stored and said so.
+    assert all(isinstance(o, TaskInfo | NotReplicatedError) for o in outcomes), outcomes
+
+
+async def test_the_confirming_script_never_stores_a_task(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    async with RedisClusterConnector(redis_cluster.seeds) as connector:
+        keys = Broker(connector).keys(queue_name)
+        await connector.execute("HSET", keys.task("same"), "msg", b"m1")
+        await connector.execute("HSET", keys.task("retried"), "msg", b"m2-retried")
+        blob = pack_pairs([b"same", b"retried", b"gone"], [b"m1", b"m2", b"m3"])
+        script = load_script("confirm_stored")
+        found = await connector.run_script(script, [keys.slot_guard], [keys.task_prefix, blob])
+        assert found == 1
+        assert await connector.execute("HGET", keys.task("retried"), "msg") == b"m2-retried"
+        assert await connector.execute("EXISTS", keys.task("gone")) == 0
+
+
+def _hand_empty_slot_to_another_master(cluster: LocalRedisCluster, slot: int) -> str:
+    """Give a slot that holds no key to another master, as a reshard's last step does;
+    returns the new owner once every node agrees."""
+    source_address, _ = cluster.slot_owner(slot)
+    masters = cluster.masters()
+    source = next(m for m in masters if m.address == source_address)
+    target = next(m for m in masters if m.address != source_address)
+
+    def admin(address: str) -> redis.Redis:
+        return cluster.node_for_address(address).admin_client()
+
+    admin(target.address).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+    admin(source.address).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+    for master in [target, source, *(m for m in masters if m not in (target, source))]:
+        admin(master.address).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+    everyone = [node.address for node in cluster.running_nodes()]
+    wait_until(
+        lambda: all(cluster.slot_owner(slot, via=a)[0] == target.address for a in everyone),
+        timeout=10,
+        description="every node to see the slot's new master",
+    )
+    return target.address
+
+
+async def test_a_call_redis_py_had_to_redirect_is_confirmed_where_it_was_stored(
+    own_cluster: LocalRedisCluster, queue_name: str
+) -> None:
+    async with (
+        RedisClusterConnector(own_cluster.seeds) as connector,
+        Client(connector, wait_replicas=1) as client,
+    ):
+        await client.enqueue(Task("warm"), queue="elsewhere")  # the slot map is read now
+        slot = queue_slot(queue_name)
+        old_master, _ = own_cluster.slot_owner(slot)
+        new_master = _hand_empty_slot_to_another_master(own_cluster, slot)
+        moved = own_cluster.node_for_address(old_master).admin_client().info("errorstats")
+        info = await client.enqueue(Task("moved"), queue=queue_name)
+    refused = own_cluster.node_for_address(old_master).admin_client().info("errorstats")
+    assert refused["errorstat_MOVED"]["count"] > moved.get("errorstat_MOVED", {"count": 0})["count"]
+    target = own_cluster.node_for_address(new_master).admin_client()
+    assert target.lrange(f"asynq:{{{queue_name}}}:pending", 0, -1) == [info.id], "stored once"
+    replica = _replica_of(own_cluster, queue_name)
+    assert replica.hget(f"asynq:{{{queue_name}}}:t:{info.id}", "state") == b"pending"
+
+
+async def test_a_scheduler_fire_stored_without_its_replicas_is_recorded_and_reported(
+    redis_server: StandaloneTarget, queue_name: str
+) -> None:
+    outcomes: list[tuple[object, BaseException | None]] = []
+    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    async with RedisConnector(redis_server.url) as connector:
+        scheduler = Scheduler(
+            connector, clock=clock, wait_replicas=1, replica_timeout=0.05,
+            after_enqueue=lambda info, error: outcomes.append((info, error)),
+        )  # fmt: skip
+        entry = scheduler.register("@every 1m", Task("tick"), queue=queue_name)
+        clock.advance(60)
+        await scheduler.tick()
+        await scheduler.tick()  # stored, so not tried again
+        async with Inspector(connector) as inspector:
+            history = await inspector.scheduler_history(entry)
+    [(info, error)] = outcomes
+    assert isinstance(error, NotReplicatedError) and info is error.info
+    assert [event.task_id for event in history] == [error.info.id]

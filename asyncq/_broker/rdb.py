@@ -19,7 +19,14 @@ from asyncq._broker.scripts import LuaScript, load_script
 from asyncq._cluster.connector import Connector
 from asyncq._options import new_task_id
 
-__all__ = ["DUPLICATE", "ENQUEUED", "ID_CONFLICT", "UNCONFIRMED", "Broker"]
+__all__ = [
+    "DUPLICATE",
+    "ENQUEUED",
+    "ID_CONFLICT",
+    "ID_CONFLICT_UNCONFIRMED",
+    "UNCONFIRMED",
+    "Broker",
+]
 
 # Results of the enqueue-family scripts.
 ENQUEUED = 1
@@ -27,6 +34,9 @@ ID_CONFLICT = 0
 DUPLICATE = -1
 ALREADY_FIRED = -2  # a scheduler's fire lock was taken by another scheduler
 UNCONFIRMED = 2  # stored, but fewer replicas than asked for confirmed it in time
+# An id found taken while the replicas did not confirm: the caller's own generated id
+# (a re-sent call's first send stored it) is UNCONFIRMED; another is a real conflict.
+ID_CONFLICT_UNCONFIRMED = 3
 
 # How long a client trusts that it has added a queue to `asynq:queues`. asynq caches
 # it forever, so a queue removed by another process stays invisible to the CLI until
@@ -130,7 +140,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now_ns, keys.wakeup, ttl, *fire]
-        return await self._store_one(load_script("enqueue"), script_keys, args)
+        return await self._store_one(load_script("enqueue"), script_keys, args, keys, task_id, msg)
 
     async def schedule(
         self,
@@ -148,7 +158,7 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, process_at, task_id, group, ttl, *fire]
-        return await self._store_one(load_script("schedule"), script_keys, args)
+        return await self._store_one(load_script("schedule"), script_keys, args, keys, task_id, msg)
 
     async def add_to_group(
         self,
@@ -166,7 +176,9 @@ class Broker:
         if unique_key:
             script_keys.append(unique_key)
         args: list[Arg] = [msg, task_id, now, group, ttl, *fire]
-        return await self._store_one(load_script("add_to_group"), script_keys, args)
+        return await self._store_one(
+            load_script("add_to_group"), script_keys, args, keys, task_id, msg
+        )
 
     async def enqueue_batch(
         self,
@@ -185,34 +197,58 @@ class Broker:
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         fresh = "1" if fresh_ids else "0"
         args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob, fresh]
+        script_keys = [keys.pending, keys.slot_guard]
         taken, confirmed = await self._store(
-            load_script("enqueue_batch"), [keys.pending, keys.slot_guard], args
+            load_script("enqueue_batch"), script_keys, args, keys, blob
         )
         codes = [ENQUEUED if confirmed else UNCONFIRMED] * len(task_ids)
         for position in taken:
-            codes[int(position) - 1] = ID_CONFLICT
+            codes[int(position) - 1] = ID_CONFLICT if confirmed else ID_CONFLICT_UNCONFIRMED
         return codes
 
-    async def _store_one(self, script: LuaScript, script_keys: list[str], args: list[Arg]) -> int:
-        reply, confirmed = await self._store(script, script_keys, args)
+    async def _store_one(
+        self,
+        script: LuaScript,
+        script_keys: list[str],
+        args: list[Arg],
+        keys: QueueKeys,
+        task_id: str,
+        msg: bytes,
+    ) -> int:
+        if self.wait_replicas is None:  # the common case: no message packed for a check
+            reply, _ = await self._store(script, script_keys, args, keys, b"")
+            return int(reply)
+        pair = pack_pairs([task_id.encode()], [msg])
+        reply, confirmed = await self._store(script, script_keys, args, keys, pair)
         code = int(reply)
-        return UNCONFIRMED if code == ENQUEUED and not confirmed else code
+        if confirmed:
+            return code
+        return {ENQUEUED: UNCONFIRMED, ID_CONFLICT: ID_CONFLICT_UNCONFIRMED}.get(code, code)
 
     async def _store(
-        self, script: LuaScript, script_keys: list[str], args: list[Arg]
+        self,
+        script: LuaScript,
+        script_keys: list[str],
+        args: list[Arg],
+        keys: QueueKeys,
+        stored: bytes,
     ) -> tuple[Any, bool]:
         """Run one of the enqueue-family scripts; returns its reply and whether the
         replicas asked for (``wait_replicas``) confirmed it. The scripts' last argument
         says whether the call may repeat one that was stored: then the task's own
         message, found in place, means success rather than an id conflict (a reply lost
-        to a timeout or failover)."""
+        to a timeout or failover). ``stored``: the (id, message) pairs the call stores,
+        packed, for the check that confirms them after a call redis-py had to take."""
         first, again = [*args, "0"], [*args, "1"]
         if self.wait_replicas is None:
             return await self.connector.run_script(script, script_keys, first, resend=again), True
         replicas, seconds = self.wait_replicas
+        check_args: list[Arg] = [keys.task_prefix, stored]
+        check = (load_script("confirm_stored"), [keys.slot_guard], check_args)
         return await self.connector.run_script_replicated(
-            script, script_keys, first, resend=again, replicas=replicas, replica_timeout=seconds
-        )
+            script, script_keys, first, resend=again, confirm=check, replicas=replicas,
+            replica_timeout=seconds,
+        )  # fmt: skip
 
     async def run_queue_script(
         self, keys: QueueKeys, name: str, script_keys: Sequence[str], args: Sequence[Arg]

@@ -9,6 +9,7 @@ with a NOSCRIPT fallback), ``execute`` (one command) and ``topology`` facts.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -32,6 +33,8 @@ __all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_addres
 
 T = TypeVar("T")
 EncodableT = str | bytes | int | float
+
+_log = logging.getLogger("asyncq.connector")
 
 # The client is typed loosely: redis-py's command methods return unions that
 # would force a cast at every call site without adding safety.
@@ -93,6 +96,8 @@ class Connector(ABC):
         # Users that connect at the same moment (a client and a server entered together)
         # wait for one first contact, instead of each making a client of its own.
         self._connecting = asyncio.Lock()
+        # (node address, script SHA) known to be loaded there, for calls followed by a WAIT.
+        self._loaded: set[tuple[str, str]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -168,12 +173,6 @@ class Connector(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    @property
-    def socket_timeout(self) -> float | None:
-        """Seconds a reply may take before its connection is given up (None: no limit)."""
-        value = self._options.get("socket_timeout")
-        return None if value is None else float(value)
 
     @property
     def client(self) -> RedisClient:
@@ -263,70 +262,109 @@ class Connector(ABC):
         args: Sequence[EncodableT],
         *,
         resend: Sequence[EncodableT],
+        confirm: tuple[LuaScript, Sequence[str], Sequence[EncodableT]],
         replicas: int,
         replica_timeout: float,
     ) -> tuple[Any, bool]:
-        """Run a script that stores tasks, then wait until ``replicas`` replicas of the
-        node hold what it wrote, for at most ``replica_timeout`` seconds (Redis's ``WAIT``).
-        Returns the script's reply and whether enough replicas confirmed it.
+        """Run a script that stores tasks, then wait until ``replicas`` replicas of the node
+        hold them, for at most ``replica_timeout`` seconds (Redis's ``WAIT``). Returns the
+        script's reply and whether enough replicas confirmed it.
 
-        ``WAIT`` counts the writes of the connection that sends it, so the script call and
-        the ``WAIT`` go together on the node's link. Where redis-py has to take the call (a
-        redirection, a failover), it is then sent again, in its ``resend`` form, with the
-        ``WAIT`` over the link to the node that now holds the key: the enqueue scripts
-        write a task they find already stored once more, unchanged, so that the ``WAIT``
-        covers the first send's writes too.
+        ``WAIT`` waits for the replication offset of its connection's last command (last
+        write, from Redis 7.2), so the script call and the ``WAIT`` go together on one
+        connection (``ScriptLinks.call_then_wait``). Where redis-py has to take the call (a
+        redirection, a failover), the tasks are stored through it, and then ``confirm``
+        (a script that writes each stored task's message again, unchanged, and never
+        stores one) goes with the ``WAIT`` instead: sending the storing script again could
+        store a task that a worker has taken and finished meanwhile.
         """
         wait = ("WAIT", replicas, max(round(replica_timeout * 1000), 1))
         sends = 0
+        stored: list[Any] = []  # the script's reply, once it has run
 
-        async def op(client: RedisClient) -> Any:
+        async def attempt() -> Any:
             nonlocal sends
             links = self._links
-            if links is None:  # connected, so it has no links: TLS, or a unix socket
+            if links is None:
+                if self._client is None:
+                    raise RuntimeError("the connector is not connected")
                 raise InvalidOptionError(
                     "wait_replicas needs a plain TCP connection to Redis (not TLS, not a "
                     "unix socket) for now"
                 )
-            sends += 1
-            current = args if sends == 1 else resend
-            command = ("EVALSHA", script.sha, len(keys), *keys, *current)
+            if not stored:
+                sends += 1
+                current = args if sends == 1 else resend
+                command = ("EVALSHA", script.sha, len(keys), *keys, *current)
+                try:
+                    reply, acknowledged = await self._run_then_wait(
+                        links, script, keys[0], command, wait, replica_timeout
+                    )
+                except LinkUnusable:
+                    async with self._in_flight:
+                        stored.append(await _evalsha(self.client, script, keys, resend))
+                else:
+                    stored.append(reply)
+                    return _waited(acknowledged)
+            check, check_keys, check_args = confirm
+            command = ("EVALSHA", check.sha, len(check_keys), *check_keys, *check_args)
             try:
-                return await self._run_on_link(links, script, keys[0], command, wait)
-            except LinkUnusable:
-                pass
-            await _evalsha(client, script, keys, resend)  # redis-py follows the cluster
-            command = ("EVALSHA", script.sha, len(keys), *keys, *resend)
-            try:
-                return await self._run_on_link(links, script, keys[0], command, wait)
+                _, acknowledged = await self._run_then_wait(
+                    links, check, check_keys[0], command, wait, replica_timeout
+                )
             except LinkUnusable as error:
+                # Through redis-py, which follows the cluster and so learns where the
+                # queue lives now; the next attempt confirms there.
+                async with self._in_flight:
+                    await _evalsha(self.client, check, check_keys, check_args)
                 raise rx.ConnectionError(f"could not wait for replicas: {error}") from error
+            return _waited(acknowledged)
 
-        reply, acknowledged = await self.call(op)
-        return reply, int(acknowledged) >= replicas
+        acknowledged = await call_with_retry(
+            attempt, deadline=self.retry_deadline, address=self.address
+        )
+        confirmed = isinstance(acknowledged, int) and acknowledged >= replicas
+        return stored[0], confirmed
 
-    async def _run_on_link(
+    async def _run_then_wait(
         self,
         links: ScriptLinks,
         script: LuaScript,
         key: str,
         command: tuple[EncodableT, ...],
-        *then: tuple[EncodableT, ...],
-    ) -> Any:
-        """The script's reply; with commands to send right after it on the same connection
-        (``then``), the list of every reply, the script's first."""
+        wait: tuple[EncodableT, ...],
+        extra: float,
+    ) -> tuple[Any, Any]:
+        """A script call and a ``WAIT`` behind it on one connection to the key's node: the
+        script's reply and the ``WAIT``'s (an error reply when Redis refused it)."""
         address = self.node_of(key)
-        commands = (command, *then)
-        replies = await _send_on_link(links, address, commands)
-        if isinstance(replies[0], hiredis.ReplyError) and str(replies[0]).startswith("NOSCRIPT"):
+        if (address, script.sha) not in self._loaded:
+            # Loaded first, so that a NOSCRIPT does not cost a WAIT of its own.
             await links.call(address, ("SCRIPT", "LOAD", script.source))
-            replies = await _send_on_link(links, address, commands)
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                # The script ran and failed (or Redis refused it): the same error redis-py
-                # would raise, so callers and the retry policy see one kind of error.
-                raise rx.ResponseError(str(reply))
-        return replies if then else replies[0]
+            self._loaded.add((address, script.sha))
+        reply, acknowledged = await links.call_then_wait(address, command, wait, extra)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            self._loaded.discard((address, script.sha))  # flushed or restarted since
+            raise LinkUnusable(str(reply))
+        if isinstance(reply, hiredis.ReplyError):
+            raise rx.ResponseError(str(reply))
+        if isinstance(acknowledged, hiredis.ReplyError) and not _master_stepped_down(acknowledged):
+            _log.warning("Redis at %s refused WAIT: %s", address, acknowledged)
+        return reply, acknowledged
+
+    async def _run_on_link(
+        self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
+    ) -> Any:
+        address = self.node_of(key)
+        reply = await links.call(address, command)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await links.call(address, ("SCRIPT", "LOAD", script.source))
+            reply = await links.call(address, command)
+        if isinstance(reply, hiredis.ReplyError):
+            # The script ran and failed (or Redis refused it): the same error redis-py
+            # would raise, so callers and the retry policy see one kind of error.
+            raise rx.ResponseError(str(reply))
+        return reply
 
     async def open_private_link(self, address: str, extra_wait: float) -> ScriptLink | None:
         """A link of its own to one node, for a command that blocks up to ``extra_wait``
@@ -351,12 +389,17 @@ class Connector(ABC):
         return ScriptLinks.from_settings(options)
 
 
-async def _send_on_link(
-    links: ScriptLinks, address: str, commands: tuple[tuple[EncodableT, ...], ...]
-) -> list[Any]:
-    if len(commands) == 1:  # the hot path: one script call
-        return [await links.call(address, commands[0])]
-    return await links.call_many(address, commands)
+def _master_stepped_down(reply: object) -> bool:
+    """Whether a WAIT was cut short because its node became a replica (a failover)."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("UNBLOCKED")
+
+
+def _waited(acknowledged: Any) -> Any:
+    """A WAIT's reply; raises a passing fault (so the call is confirmed again on the new
+    master) when its node stepped down meanwhile."""
+    if _master_stepped_down(acknowledged):
+        raise rx.ConnectionError(f"the master stepped down while waiting: {acknowledged}")
+    return acknowledged
 
 
 async def _evalsha(

@@ -27,6 +27,9 @@ __all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks"]
 
 EncodableT = str | bytes | int | float
 
+# Connections per node that may each carry a command and the WAIT behind it at once.
+PAIR_LINKS = 16
+
 # Error replies after which redis-py must take the call: it follows redirections,
 # refreshes the slot map and types the error; the script has not run on this node.
 _HAND_OVER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MASTERDOWN", "LOADING")
@@ -143,6 +146,10 @@ class ScriptLinks:
         self._reply_timeout = reply_timeout
         self._links: dict[str, ScriptLink] = {}
         self._opening: dict[str, asyncio.Task[ScriptLink]] = {}
+        # Connections for a command followed by a WAIT (see call_then_wait), per node.
+        self._pair_links: dict[str, list[ScriptLink]] = {}
+        self._pair_slots: dict[str, asyncio.Semaphore] = {}
+        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ScriptLinks:
@@ -167,19 +174,45 @@ class ScriptLinks:
             raise LinkUnusable(str(reply))
         return reply
 
-    async def call_many(self, address: str, commands: Sequence[Sequence[EncodableT]]) -> list[Any]:
-        """Run commands one right after the other on the same connection to ``address``
-        (a script call and a ``WAIT`` that counts its writes); their replies, in order."""
-        link = self._links.get(address)
-        if link is None or not link.usable:
-            link = await self._open(address)
-        sent = [link.call(args) for args in commands]
-        try:
-            replies = [await reply for reply in sent]
-        finally:
-            for reply in sent:  # a lost link fails them all: the others' errors are seen here
-                if reply.done() and not reply.cancelled():
-                    reply.exception()
+    async def call_then_wait(
+        self, address: str, command: Sequence[EncodableT], wait: Sequence[EncodableT], extra: float
+    ) -> tuple[Any, Any]:
+        """Run ``command`` and, right behind it on the same connection, a ``WAIT`` (which
+        counts what that connection last did); their two replies.
+
+        Not on the shared link: Redis runs nothing else from a connection while a ``WAIT``
+        on it blocks. Each pair takes a connection of its own (kept for the next, at most
+        ``PAIR_LINKS`` per node; more pairs wait for one), whose replies may take
+        ``extra`` seconds longer than usual, the most the ``WAIT`` blocks.
+        """
+        slots = self._pair_slots.get(address)
+        if slots is None:
+            slots = self._pair_slots[address] = asyncio.Semaphore(PAIR_LINKS)
+        async with slots:
+            idle = self._pair_links.setdefault(address, [])
+            while idle and not idle[-1].usable:
+                idle.pop()
+            if idle:
+                link = idle.pop()
+            else:
+                try:
+                    link = await self._connect(address, self._reply_timeout + extra)
+                except (OSError, TimeoutError) as error:
+                    raise LinkUnusable(f"cannot connect to {address}: {error}") from error
+            first, second = link.call(command), link.call(wait)
+            try:
+                replies = (await first, await second)
+            except BaseException:
+                link.close()  # a reply left unread: the connection cannot be used again
+                raise
+            finally:
+                for reply in (first, second):  # a lost link fails both: seen here
+                    if reply.done() and not reply.cancelled():
+                        reply.exception()
+            if self._closed:
+                link.close()
+            else:
+                idle.append(link)
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
                 raise LinkUnusable(str(reply))
@@ -195,8 +228,13 @@ class ScriptLinks:
             task.cancel()
         for link in self._links.values():
             link.close()
+        for idle in self._pair_links.values():
+            for link in idle:
+                link.close()
         self._links.clear()
         self._opening.clear()
+        self._pair_links.clear()
+        self._closed = True
 
     async def _open(self, address: str) -> ScriptLink:
         # Concurrent first calls share one connection attempt.
