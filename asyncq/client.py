@@ -94,7 +94,7 @@ class Client:
     ``wait_replicas``: each enqueue returns only once that many replicas of its queue's
     master hold the task (Redis's ``WAIT``), so a failover right after cannot lose it; a
     task stored without them within ``replica_timeout`` seconds raises
-    ``NotReplicatedError`` (it is stored all the same). 0, the default, waits for none.
+    ``NotReplicatedError`` (it is written all the same). 0, the default, waits for none.
     """
 
     def __init__(

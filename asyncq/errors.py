@@ -99,18 +99,18 @@ class RedisRefusedError(ConnectionFailedError):
 
 
 class NotReplicatedError(AsyncqError):
-    """A task was stored, but fewer replicas than the client's ``wait_replicas`` confirmed
-    it in time: a failover of its master now could lose it.
+    """A task was written, but fewer replicas than the client's ``wait_replicas`` confirmed
+    it in time: a failover of its master (now, or one that just happened) may lose it.
 
-    ``info`` is the stored task's ``TaskInfo``. The task stays stored on the master and
+    ``info`` is the task's ``TaskInfo``. Usually the task is stored on the master and
     reaches the replicas when they catch up, unless the master fails first.
     """
 
     def __init__(self, info: TaskInfo, replicas: int, timeout: float) -> None:
         super().__init__(
-            f"task {info.id!r} is stored in queue {info.queue!r}, but fewer than {replicas} "
-            f"replica(s) confirmed it within {timeout:g}s; it may be lost if its master fails "
-            "now. Check that the master has that many replicas online (INFO replication) "
+            f"task {info.id!r} was written to queue {info.queue!r}, but fewer than {replicas} "
+            f"replica(s) confirmed it within {timeout:g}s: a failover of its master may lose "
+            "it. Check that the master has that many replicas online (INFO replication) "
             "and that they keep up (replica_timeout)"
         )
         self.info = info

@@ -269,7 +269,7 @@ class Scheduler:
             )
             if info is not None:
                 await self._record(entry.id, info.id)
-        except NotReplicatedError as unconfirmed:  # stored all the same: not tried again
+        except NotReplicatedError as unconfirmed:  # written: not tried again
             info, error = unconfirmed.info, unconfirmed
             self.logger.warning("entry %s: %s", entry.id, unconfirmed)
             try:

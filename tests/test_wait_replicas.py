@@ -35,6 +35,7 @@ from asyncq import (
 from asyncq._broker.packing import pack_pairs
 from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
+from asyncq._cluster.links import LinkUnusable
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, ManualClock, eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
@@ -347,3 +348,70 @@ async def test_a_scheduler_fire_stored_without_its_replicas_is_recorded_and_repo
     [(info, error)] = outcomes
     assert isinstance(error, NotReplicatedError) and info is error.info
     assert [event.task_id for event in history] == [error.info.id]
+
+
+def _blocked_wait_ids(admin: redis.Redis) -> list[str]:
+    return [c["id"] for c in admin.client_list() if c.get("cmd") == "wait" and "b" in c["flags"]]
+
+
+async def test_a_wait_lost_after_its_script_ran_never_stores_the_task_again(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    # The task is stored and, while its WAIT blocks, taken and finished by a worker; then
+    # the WAIT's connection dies. Sending the storing script again would store (and run)
+    # it twice; the check that goes instead finds it gone, so the call is not confirmed.
+    cluster = _harness(redis_cluster)
+    master_address, replicas = cluster.slot_owner(queue_slot(queue_name))
+    master = cluster.node_for_address(master_address).admin_client()
+    pending = f"asynq:{{{queue_name}}}:pending"
+    async with (
+        RedisClusterConnector(redis_cluster.seeds) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=5.0) as client,
+    ):
+        await client.enqueue(Task("warm"), queue=queue_name)
+        master.delete(pending)
+        with paused(cluster, replicas[0]):
+            call = asyncio.ensure_future(client.enqueue(Task("once"), queue=queue_name))
+            await eventually(lambda: len(_blocked_wait_ids(master)) == 1, within=5)
+            [task_id] = master.lrange(pending, 0, -1)
+            master.delete(pending, f"asynq:{{{queue_name}}}:t:{task_id}")  # "run and done"
+            master.execute_command("CLIENT", "KILL", "ID", _blocked_wait_ids(master)[0])
+        with pytest.raises(NotReplicatedError) as raised:
+            await call
+    assert raised.value.info.id == task_id
+    assert master.lrange(pending, 0, -1) == [], "the task was stored again"
+    assert not master.exists(f"asynq:{{{queue_name}}}:t:{task_id}")
+
+
+async def test_clients_with_different_replica_timeouts_share_a_connector(
+    redis_cluster: ClusterTarget, queue_name: str
+) -> None:
+    # A connection's reply timeout is fixed when it opens: one opened for a short wait must
+    # not carry a longer one (it would be cut off, and the call fail as unreachable).
+    cluster = _harness(redis_cluster)
+    _, replicas = cluster.slot_owner(queue_slot(queue_name))
+    seeds = redis_cluster.seeds
+    async with RedisClusterConnector(seeds, socket_timeout=0.5, retry_deadline=3) as connector:
+        brief = Client(connector, wait_replicas=1, replica_timeout=0.1)
+        patient = Client(connector, wait_replicas=1, replica_timeout=1.5)
+        async with brief, patient:
+            with paused(cluster, replicas[0]):
+                briefly = [
+                    brief.enqueue(Task("brief", {"n": n}), queue=queue_name, process_in=60)
+                    for n in range(8)
+                ]  # eight connections opened for short waits, idle afterwards
+                outcomes = await asyncio.gather(*briefly, return_exceptions=True)
+                assert all(isinstance(o, NotReplicatedError) for o in outcomes), outcomes
+                with pytest.raises(NotReplicatedError):
+                    await patient.enqueue(Task("patient"), queue=queue_name, process_in=60)
+
+
+async def test_closed_links_open_no_new_connection(redis_server: StandaloneTarget) -> None:
+    connector = RedisConnector(redis_server.url)
+    async with connector:
+        links = connector._links
+        assert links is not None
+    with pytest.raises(LinkUnusable):
+        await links.call(connector.address, ("PING",))
+    with pytest.raises(LinkUnusable):
+        await links.call_then_wait(connector.address, ("PING",), ("WAIT", 0, 1), 0.1)

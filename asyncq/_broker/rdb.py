@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -199,8 +199,9 @@ class Broker:
         args: list[Arg] = [now_ns, keys.task_prefix, keys.wakeup, blob, fresh]
         script_keys = [keys.pending, keys.slot_guard]
         taken, confirmed = await self._store(
-            load_script("enqueue_batch"), script_keys, args, keys, blob
-        )
+            load_script("enqueue_batch"), script_keys, args, keys, blob,
+            lambda taken: len(task_ids) - len(taken),
+        )  # fmt: skip
         codes = [ENQUEUED if confirmed else UNCONFIRMED] * len(task_ids)
         for position in taken:
             codes[int(position) - 1] = ID_CONFLICT if confirmed else ID_CONFLICT_UNCONFIRMED
@@ -216,10 +217,10 @@ class Broker:
         msg: bytes,
     ) -> int:
         if self.wait_replicas is None:  # the common case: no message packed for a check
-            reply, _ = await self._store(script, script_keys, args, keys, b"")
+            reply, _ = await self._store(script, script_keys, args, keys, b"", _one_if_stored)
             return int(reply)
         pair = pack_pairs([task_id.encode()], [msg])
-        reply, confirmed = await self._store(script, script_keys, args, keys, pair)
+        reply, confirmed = await self._store(script, script_keys, args, keys, pair, _one_if_stored)
         code = int(reply)
         if confirmed:
             return code
@@ -232,23 +233,28 @@ class Broker:
         args: list[Arg],
         keys: QueueKeys,
         stored: bytes,
+        stored_count: Callable[[Any], int],
     ) -> tuple[Any, bool]:
         """Run one of the enqueue-family scripts; returns its reply and whether the
         replicas asked for (``wait_replicas``) confirmed it. The scripts' last argument
         says whether the call may repeat one that was stored: then the task's own
         message, found in place, means success rather than an id conflict (a reply lost
         to a timeout or failover). ``stored``: the (id, message) pairs the call stores,
-        packed, for the check that confirms them after a call redis-py had to take."""
+        packed, for the check that confirms them after a call redis-py had to take;
+        ``stored_count(reply)``: how many of them the reply says were stored."""
         first, again = [*args, "0"], [*args, "1"]
         if self.wait_replicas is None:
             return await self.connector.run_script(script, script_keys, first, resend=again), True
         replicas, seconds = self.wait_replicas
         check_args: list[Arg] = [keys.task_prefix, stored]
         check = (load_script("confirm_stored"), [keys.slot_guard], check_args)
-        return await self.connector.run_script_replicated(
+        reply, acknowledged, found = await self.connector.run_script_replicated(
             script, script_keys, first, resend=again, confirm=check, replicas=replicas,
             replica_timeout=seconds,
         )  # fmt: skip
+        # Where the check ran, a task it did not find may have been lost with its master.
+        confirmed = acknowledged >= replicas and (found is None or found >= stored_count(reply))
+        return reply, confirmed
 
     async def run_queue_script(
         self, keys: QueueKeys, name: str, script_keys: Sequence[str], args: Sequence[Arg]
@@ -509,6 +515,11 @@ class Broker:
     async def unpause(self, keys: QueueKeys) -> bool:
         """asynq's Unpause; False if the queue was not paused."""
         return bool(await self.connector.execute("DEL", keys.paused))
+
+
+def _one_if_stored(reply: Any) -> int:
+    """How many tasks a single-task enqueue-family script stored, by its reply."""
+    return 1 if int(reply) == ENQUEUED else 0
 
 
 def _id_message_pairs(reply: list[bytes]) -> list[tuple[str, bytes]]:

@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._broker.scripts import LuaScript
-from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
+from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks, WaitLost
 from asyncq._cluster.retry import call_with_retry
 from asyncq.errors import ConnectionFailedError, InvalidOptionError
 
@@ -265,41 +265,40 @@ class Connector(ABC):
         confirm: tuple[LuaScript, Sequence[str], Sequence[EncodableT]],
         replicas: int,
         replica_timeout: float,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, int, int | None]:
         """Run a script that stores tasks, then wait until ``replicas`` replicas of the node
-        hold them, for at most ``replica_timeout`` seconds (Redis's ``WAIT``). Returns the
-        script's reply and whether enough replicas confirmed it.
+        hold them, for at most ``replica_timeout`` seconds (Redis's ``WAIT``).
+
+        Returns the script's reply, how many replicas confirmed (0 when the ``WAIT`` was
+        refused, or could not be sent again in time after the script ran), and, when the
+        confirming script ran, how many of the tasks it found (else None).
 
         ``WAIT`` waits for the replication offset of its connection's last command (last
         write, from Redis 7.2), so the script call and the ``WAIT`` go together on one
         connection (``ScriptLinks.call_then_wait``). Where redis-py has to take the call (a
-        redirection, a failover), the tasks are stored through it, and then ``confirm``
-        (a script that writes each stored task's message again, unchanged, and never
-        stores one) goes with the ``WAIT`` instead: sending the storing script again could
-        store a task that a worker has taken and finished meanwhile.
+        redirection, a failover), or the ``WAIT`` was lost after the script ran, the
+        script is not sent again (it could store a task a worker has taken and finished
+        meanwhile): ``confirm``, a script that writes each task's message again, unchanged,
+        where the task is still stored with it, goes with the ``WAIT`` instead. A task it
+        does not find (run meanwhile, or lost with its old master) is not confirmed.
         """
         wait = ("WAIT", replicas, max(round(replica_timeout * 1000), 1))
         sends = 0
         stored: list[Any] = []  # the script's reply, once it has run
+        found: list[int] = []  # what the confirming script found, when it ran
 
         async def attempt() -> Any:
             nonlocal sends
-            links = self._links
-            if links is None:
-                if self._client is None:
-                    raise RuntimeError("the connector is not connected")
-                raise InvalidOptionError(
-                    "wait_replicas needs a plain TCP connection to Redis (not TLS, not a "
-                    "unix socket) for now"
-                )
             if not stored:
                 sends += 1
                 current = args if sends == 1 else resend
                 command = ("EVALSHA", script.sha, len(keys), *keys, *current)
                 try:
                     reply, acknowledged = await self._run_then_wait(
-                        links, script, keys[0], command, wait, replica_timeout
+                        self._replica_links(), script, keys[0], command, wait, replica_timeout
                     )
+                except WaitLost as lost:
+                    stored.append(lost.reply)  # it ran: only the WAIT must be sent again
                 except LinkUnusable:
                     async with self._in_flight:
                         stored.append(await _evalsha(self.client, script, keys, resend))
@@ -309,8 +308,8 @@ class Connector(ABC):
             check, check_keys, check_args = confirm
             command = ("EVALSHA", check.sha, len(check_keys), *check_keys, *check_args)
             try:
-                _, acknowledged = await self._run_then_wait(
-                    links, check, check_keys[0], command, wait, replica_timeout
+                count, acknowledged = await self._run_then_wait(
+                    self._replica_links(), check, check_keys[0], command, wait, replica_timeout
                 )
             except LinkUnusable as error:
                 # Through redis-py, which follows the cluster and so learns where the
@@ -318,13 +317,36 @@ class Connector(ABC):
                 async with self._in_flight:
                     await _evalsha(self.client, check, check_keys, check_args)
                 raise rx.ConnectionError(f"could not wait for replicas: {error}") from error
+            found[:] = [int(count)]
             return _waited(acknowledged)
 
-        acknowledged = await call_with_retry(
-            attempt, deadline=self.retry_deadline, address=self.address
-        )
-        confirmed = isinstance(acknowledged, int) and acknowledged >= replicas
-        return stored[0], confirmed
+        try:
+            # Bounded as a whole: an attempt may wait for a free connection, then a WAIT.
+            async with asyncio.timeout(self.retry_deadline + replica_timeout):
+                acknowledged = await call_with_retry(
+                    attempt, deadline=self.retry_deadline, address=self.address
+                )
+        except (TimeoutError, ConnectionFailedError) as error:
+            if stored:  # stored, and not confirmed in time
+                return stored[0], 0, found[0] if found else None
+            if isinstance(error, TimeoutError):
+                waited = self.retry_deadline + replica_timeout
+                raise ConnectionFailedError(self.address, waited, error) from error
+            raise
+        confirmed = acknowledged if isinstance(acknowledged, int) else 0
+        return stored[0], confirmed, found[0] if found else None
+
+    def _replica_links(self) -> ScriptLinks:
+        """The links, for calls that wait for replicas (which only links can send)."""
+        links = self._links
+        if links is None:
+            if self._client is None:
+                raise RuntimeError("the connector is not connected")
+            raise InvalidOptionError(
+                "wait_replicas needs a plain TCP connection to Redis (not TLS, not a unix "
+                "socket) for now"
+            )
+        return links
 
     async def _run_then_wait(
         self,

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import hiredis
 
-__all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks"]
+__all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks", "WaitLost"]
 
 EncodableT = str | bytes | int | float
 
@@ -37,6 +37,15 @@ _HAND_OVER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MAS
 
 class LinkUnusable(Exception):
     """The link cannot carry this call now; run it the ordinary way."""
+
+
+class WaitLost(LinkUnusable):
+    """A command ran and its reply came, but the connection was lost before the ``WAIT``
+    behind it answered: the command must not be sent again (``reply`` is its reply)."""
+
+    def __init__(self, message: str, reply: Any) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class ScriptLink(asyncio.Protocol):
@@ -146,8 +155,9 @@ class ScriptLinks:
         self._reply_timeout = reply_timeout
         self._links: dict[str, ScriptLink] = {}
         self._opening: dict[str, asyncio.Task[ScriptLink]] = {}
-        # Connections for a command followed by a WAIT (see call_then_wait), per node.
-        self._pair_links: dict[str, list[ScriptLink]] = {}
+        # Idle connections for a command followed by a WAIT (see call_then_wait), per node
+        # and extra reply time (a connection's reply timeout is fixed when it opens).
+        self._pair_links: dict[tuple[str, float], list[ScriptLink]] = {}
         self._pair_slots: dict[str, asyncio.Semaphore] = {}
         self._closed = False
 
@@ -189,7 +199,9 @@ class ScriptLinks:
         if slots is None:
             slots = self._pair_slots[address] = asyncio.Semaphore(PAIR_LINKS)
         async with slots:
-            idle = self._pair_links.setdefault(address, [])
+            if self._closed:
+                raise LinkUnusable("the links are closed")
+            idle = self._pair_links.setdefault((address, extra), [])
             while idle and not idle[-1].usable:
                 idle.pop()
             if idle:
@@ -199,24 +211,14 @@ class ScriptLinks:
                     link = await self._connect(address, self._reply_timeout + extra)
                 except (OSError, TimeoutError) as error:
                     raise LinkUnusable(f"cannot connect to {address}: {error}") from error
-            first, second = link.call(command), link.call(wait)
-            try:
-                replies = (await first, await second)
-            except BaseException:
-                link.close()  # a reply left unread: the connection cannot be used again
-                raise
-            finally:
-                for reply in (first, second):  # a lost link fails both: seen here
-                    if reply.done() and not reply.cancelled():
-                        reply.exception()
+            reply, acknowledged = await _call_then_wait(link, command, wait)
             if self._closed:
                 link.close()
             else:
                 idle.append(link)
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
-                raise LinkUnusable(str(reply))
-        return replies
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
+            raise LinkUnusable(str(reply))
+        return reply, acknowledged
 
     def usable_addresses(self) -> list[str]:
         """The node addresses whose link can carry calls now."""
@@ -237,6 +239,8 @@ class ScriptLinks:
         self._closed = True
 
     async def _open(self, address: str) -> ScriptLink:
+        if self._closed:  # a call that began before close: no new connection for it
+            raise LinkUnusable("the links are closed")
         # Concurrent first calls share one connection attempt.
         task = self._opening.get(address)
         if task is None:
@@ -288,3 +292,28 @@ class ScriptLinks:
             answer = await reply
             if isinstance(answer, hiredis.ReplyError):
                 raise LinkUnusable(f"handshake refused: {answer}")
+
+
+async def _call_then_wait(
+    link: ScriptLink, command: Sequence[EncodableT], wait: Sequence[EncodableT]
+) -> tuple[Any, Any]:
+    """Send both at once on ``link``; their replies. A link that fails or is left with a
+    reply unread is closed; a ``WAIT`` lost after its command ran raises ``WaitLost``."""
+    first, second = link.call(command), link.call(wait)
+    try:
+        reply = await first
+        try:
+            acknowledged = await second
+        except LinkUnusable as error:
+            ran = not isinstance(reply, hiredis.ReplyError)
+            if ran:
+                raise WaitLost(f"the WAIT was lost: {error}", reply) from error
+            raise
+    except BaseException:
+        link.close()  # a reply left unread: the connection cannot be used again
+        raise
+    finally:
+        for sent in (first, second):  # a lost link fails both: seen here
+            if sent.done() and not sent.cancelled():
+                sent.exception()
+    return reply, acknowledged
