@@ -21,6 +21,7 @@ import redis
 
 from asyncq import (
     Client,
+    ConnectionFailedError,
     Connector,
     Inspector,
     InvalidOptionError,
@@ -206,11 +207,13 @@ async def test_master_killed_while_enqueueing_loses_no_confirmed_task(
 
 
 @pytest.mark.parametrize("verb", ["enqueue", "enqueue_batch"])
-async def test_a_resent_call_that_finds_its_task_stored_still_counts_as_a_write(
+async def test_a_resent_call_that_finds_its_task_writes_it_again_only_for_a_wait(
     redis_cluster: ClusterTarget, queue_name: str, verb: str
 ) -> None:
-    # After a failover, the call is sent again on the connection that then WAITs; WAIT
-    # counts that connection's own writes, so finding the task must write it again.
+    # A client waiting for replicas sends a call again, after a lost reply, on the
+    # connection that then WAITs; from Redis 7.2 WAIT counts that connection's last write,
+    # so finding the task must write it again ("2"). Other clients' re-sends ("1") only
+    # read, as before: no replication traffic, no keyspace event.
     cluster = _harness(redis_cluster)
     master_address, _ = cluster.slot_owner(queue_slot(queue_name))
     master = cluster.node_for_address(master_address).admin_client()
@@ -227,11 +230,14 @@ async def test_a_resent_call_that_finds_its_task_stored_still_counts_as_a_write(
             args = [now_ns, keys.task_prefix, keys.wakeup, blob, "1"]
         script = load_script(verb)
         await connector.run_script(script, script_keys, [*args, "0"])
-        before = master.info("replication")["master_repl_offset"]
-        reply = await connector.run_script(script, script_keys, [*args, "1"])
-        after = master.info("replication")["master_repl_offset"]
-    assert reply in (1, [])  # found in place: success, not a conflict
-    assert after > before, "the re-sent call wrote nothing, so a WAIT would not cover it"
+        offsets = [master.info("replication")["master_repl_offset"]]
+        replies = []
+        for resend in ("1", "2"):
+            replies.append(await connector.run_script(script, script_keys, [*args, resend]))
+            offsets.append(master.info("replication")["master_repl_offset"])
+    assert all(reply in (1, []) for reply in replies)  # found in place: success
+    assert offsets[1] == offsets[0], "a plain re-send wrote"
+    assert offsets[2] > offsets[1], "the re-sent call wrote nothing, so a WAIT would not cover it"
 
 
 def _waits_blocked(admin: redis.Redis) -> int:
@@ -414,4 +420,33 @@ async def test_closed_links_open_no_new_connection(redis_server: StandaloneTarge
     with pytest.raises(LinkUnusable):
         await links.call(connector.address, ("PING",))
     with pytest.raises(LinkUnusable):
-        await links.call_then_wait(connector.address, ("PING",), ("WAIT", 0, 1), 0.1)
+        await links.call_then_wait(
+            connector.address, ("PING",), ("WAIT", 0, 1), 0.1, lambda reply: None
+        )
+
+
+async def test_when_the_deadline_runs_out_every_stored_task_is_reported_as_stored(
+    redis_server: StandaloneTarget, queue_name: str
+) -> None:
+    # No replica answers: each WAIT holds one of the node's 16 connections for WAIT for
+    # replica_timeout, and the calls behind them run out of time. A call whose script ran
+    # must say so (NotReplicatedError, its task stored); one that never ran must not.
+    queues = [f"{queue_name}-{n}" for n in range(80)]  # so that no calls share a script call
+    async with (
+        RedisConnector(redis_server.url, retry_deadline=1.0) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.5) as client,
+    ):
+        outcomes = await asyncio.gather(
+            *(client.enqueue(Task("t"), queue=q) for q in queues), return_exceptions=True
+        )
+        stored = set()
+        for q in queues:
+            stored.update(
+                i.decode()
+                for i in await connector.execute("LRANGE", f"asynq:{{{q}}}:pending", 0, -1)
+            )
+    reported = {o.info.id for o in outcomes if isinstance(o, NotReplicatedError)}
+    assert reported == stored, "a stored task was reported as not stored, or the other way"
+    failed = [o for o in outcomes if not isinstance(o, NotReplicatedError)]
+    assert failed and all(isinstance(o, ConnectionFailedError) for o in failed), failed
+    assert all("WAIT did not finish in time" in str(o) for o in failed)

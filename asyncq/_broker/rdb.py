@@ -242,9 +242,11 @@ class Broker:
         to a timeout or failover). ``stored``: the (id, message) pairs the call stores,
         packed, for the check that confirms them after a call redis-py had to take;
         ``stored_count(reply)``: how many of them the reply says were stored."""
-        first, again = [*args, "0"], [*args, "1"]
+        first = [*args, "0"]
         if self.wait_replicas is None:
+            again = [*args, "1"]
             return await self.connector.run_script(script, script_keys, first, resend=again), True
+        again = [*args, "2"]  # a task found stored is written again, for the WAIT behind
         replicas, seconds = self.wait_replicas
         check_args: list[Arg] = [keys.task_prefix, stored]
         check = (load_script("confirm_stored"), [keys.slot_guard], check_args)

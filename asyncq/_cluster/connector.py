@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._broker.scripts import LuaScript
-from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks, WaitLost
+from asyncq._cluster.links import PAIR_LINKS, LinkUnusable, ScriptLink, ScriptLinks
 from asyncq._cluster.retry import call_with_retry
 from asyncq.errors import ConnectionFailedError, InvalidOptionError
 
@@ -276,8 +276,8 @@ class Connector(ABC):
         ``WAIT`` waits for the replication offset of its connection's last command (last
         write, from Redis 7.2), so the script call and the ``WAIT`` go together on one
         connection (``ScriptLinks.call_then_wait``). Where redis-py has to take the call (a
-        redirection, a failover), or the ``WAIT`` was lost after the script ran, the
-        script is not sent again (it could store a task a worker has taken and finished
+        redirection, a failover), or the ``WAIT`` was lost after the script's reply came,
+        the script is not sent again (it could store a task a worker has taken and finished
         meanwhile): ``confirm``, a script that writes each task's message again, unchanged,
         where the task is still stored with it, goes with the ``WAIT`` instead. A task it
         does not find (run meanwhile, or lost with its old master) is not confirmed.
@@ -294,23 +294,25 @@ class Connector(ABC):
                 current = args if sends == 1 else resend
                 command = ("EVALSHA", script.sha, len(keys), *keys, *current)
                 try:
-                    reply, acknowledged = await self._run_then_wait(
-                        self._replica_links(), script, keys[0], command, wait, replica_timeout
-                    )
-                except WaitLost as lost:
-                    stored.append(lost.reply)  # it ran: only the WAIT must be sent again
+                    # The reply is kept the moment it comes: from then on, only the
+                    # WAIT may be sent again, whatever becomes of this one.
+                    _, acknowledged = await self._run_then_wait(
+                        self._replica_links(), script, keys[0], command, wait,
+                        replica_timeout, stored.append,
+                    )  # fmt: skip
                 except LinkUnusable:
-                    async with self._in_flight:
-                        stored.append(await _evalsha(self.client, script, keys, resend))
+                    if not stored:  # it did not run there
+                        async with self._in_flight:
+                            stored.append(await _evalsha(self.client, script, keys, resend))
                 else:
-                    stored.append(reply)
                     return _waited(acknowledged)
             check, check_keys, check_args = confirm
             command = ("EVALSHA", check.sha, len(check_keys), *check_keys, *check_args)
             try:
                 count, acknowledged = await self._run_then_wait(
-                    self._replica_links(), check, check_keys[0], command, wait, replica_timeout
-                )
+                    self._replica_links(), check, check_keys[0], command, wait,
+                    replica_timeout, _ignore,
+                )  # fmt: skip
             except LinkUnusable as error:
                 # Through redis-py, which follows the cluster and so learns where the
                 # queue lives now; the next attempt confirms there.
@@ -331,7 +333,12 @@ class Connector(ABC):
                 return stored[0], 0, found[0] if found else None
             if isinstance(error, TimeoutError):
                 waited = self.retry_deadline + replica_timeout
-                raise ConnectionFailedError(self.address, waited, error) from error
+                reason = TimeoutError(
+                    "the call and its WAIT did not finish in time: replicas that do not "
+                    f"answer hold each of the {PAIR_LINKS} connections per node for WAIT "
+                    "up to replica_timeout, and further calls wait for one"
+                )
+                raise ConnectionFailedError(self.address, waited, reason) from error
             raise
         confirmed = acknowledged if isinstance(acknowledged, int) else 0
         return stored[0], confirmed, found[0] if found else None
@@ -356,15 +363,17 @@ class Connector(ABC):
         command: tuple[EncodableT, ...],
         wait: tuple[EncodableT, ...],
         extra: float,
+        ran: Callable[[Any], None],
     ) -> tuple[Any, Any]:
         """A script call and a ``WAIT`` behind it on one connection to the key's node: the
-        script's reply and the ``WAIT``'s (an error reply when Redis refused it)."""
+        script's reply and the ``WAIT``'s (an error reply when Redis refused it); ``ran``
+        gets the script's reply as soon as it comes (see ``ScriptLinks.call_then_wait``)."""
         address = self.node_of(key)
         if (address, script.sha) not in self._loaded:
             # Loaded first, so that a NOSCRIPT does not cost a WAIT of its own.
             await links.call(address, ("SCRIPT", "LOAD", script.source))
             self._loaded.add((address, script.sha))
-        reply, acknowledged = await links.call_then_wait(address, command, wait, extra)
+        reply, acknowledged = await links.call_then_wait(address, command, wait, extra, ran)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             self._loaded.discard((address, script.sha))  # flushed or restarted since
             raise LinkUnusable(str(reply))
@@ -409,6 +418,10 @@ class Connector(ABC):
         if options.get("ssl"):
             return None
         return ScriptLinks.from_settings(options)
+
+
+def _ignore(reply: Any) -> None:
+    """For a call whose reply is only needed once it returns."""
 
 
 def _master_stepped_down(reply: object) -> bool:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import hiredis
 
-__all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks", "WaitLost"]
+__all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks"]
 
 EncodableT = str | bytes | int | float
 
@@ -37,15 +37,6 @@ _HAND_OVER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MAS
 
 class LinkUnusable(Exception):
     """The link cannot carry this call now; run it the ordinary way."""
-
-
-class WaitLost(LinkUnusable):
-    """A command ran and its reply came, but the connection was lost before the ``WAIT``
-    behind it answered: the command must not be sent again (``reply`` is its reply)."""
-
-    def __init__(self, message: str, reply: Any) -> None:
-        super().__init__(message)
-        self.reply = reply
 
 
 class ScriptLink(asyncio.Protocol):
@@ -185,10 +176,17 @@ class ScriptLinks:
         return reply
 
     async def call_then_wait(
-        self, address: str, command: Sequence[EncodableT], wait: Sequence[EncodableT], extra: float
+        self,
+        address: str,
+        command: Sequence[EncodableT],
+        wait: Sequence[EncodableT],
+        extra: float,
+        ran: Callable[[Any], None],
     ) -> tuple[Any, Any]:
         """Run ``command`` and, right behind it on the same connection, a ``WAIT`` (which
-        counts what that connection last did); their two replies.
+        counts what that connection last did); their two replies. ``ran(reply)`` is called
+        as soon as the command's reply arrives, unless it is an error reply: whatever
+        becomes of the ``WAIT`` (lost, cancelled), the caller knows the command ran.
 
         Not on the shared link: Redis runs nothing else from a connection while a ``WAIT``
         on it blocks. Each pair takes a connection of its own (kept for the next, at most
@@ -211,7 +209,7 @@ class ScriptLinks:
                     link = await self._connect(address, self._reply_timeout + extra)
                 except (OSError, TimeoutError) as error:
                     raise LinkUnusable(f"cannot connect to {address}: {error}") from error
-            reply, acknowledged = await _call_then_wait(link, command, wait)
+            reply, acknowledged = await _call_then_wait(link, command, wait, ran)
             if self._closed:
                 link.close()
             else:
@@ -295,20 +293,19 @@ class ScriptLinks:
 
 
 async def _call_then_wait(
-    link: ScriptLink, command: Sequence[EncodableT], wait: Sequence[EncodableT]
+    link: ScriptLink,
+    command: Sequence[EncodableT],
+    wait: Sequence[EncodableT],
+    ran: Callable[[Any], None],
 ) -> tuple[Any, Any]:
-    """Send both at once on ``link``; their replies. A link that fails or is left with a
-    reply unread is closed; a ``WAIT`` lost after its command ran raises ``WaitLost``."""
+    """Send both at once on ``link``; their replies (see ``call_then_wait``). A link that
+    fails or is left with a reply unread is closed."""
     first, second = link.call(command), link.call(wait)
     try:
         reply = await first
-        try:
-            acknowledged = await second
-        except LinkUnusable as error:
-            ran = not isinstance(reply, hiredis.ReplyError)
-            if ran:
-                raise WaitLost(f"the WAIT was lost: {error}", reply) from error
-            raise
+        if not isinstance(reply, hiredis.ReplyError):
+            ran(reply)
+        acknowledged = await second
     except BaseException:
         link.close()  # a reply left unread: the connection cannot be used again
         raise

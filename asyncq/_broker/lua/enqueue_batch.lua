@@ -16,11 +16,12 @@
 -- ARGV[5] = "1" when every id is a random UUID4 the client made for this call: no stored
 --           task holds one unless this call was stored before, so a first send skips
 --           the per-task EXISTS (a quarter of the script's time)
--- ARGV[6] = "1" when this call may repeat one that was stored (a re-send after a lost reply)
+-- ARGV[6] = "1" when this call may repeat one that was stored (a re-send after a lost reply);
+--           "2" likewise, from a client that waits for replicas (see below)
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[3] -> asynq:{q}:wakeup
 -- RETURNS = the 1-based positions of the tasks whose id is taken (empty: all enqueued)
 local items = cmsgpack.unpack(ARGV[4])
-local resent = ARGV[6] == "1"
+local resent = ARGV[6] ~= "0"
 local check = ARGV[5] ~= "1" or resent
 local taken = {}
 local ids = {}
@@ -31,9 +32,9 @@ for i = 1, #items, 2 do
     -- On a re-send, a task that holds this very message was stored by the first attempt.
     if not resent or redis.call("HGET", key, "msg") ~= items[i + 1] then
       taken[#taken + 1] = (i + 1) / 2
-    else
-      -- Written again, unchanged, so that this call counts as a write: a client waiting
-      -- for replicas (WAIT) then waits for the first attempt's writes too.
+    elseif ARGV[6] == "2" then
+      -- Written again, unchanged, so that this call counts as a write: the WAIT sent
+      -- behind it then waits for the first attempt's writes too (Redis 7.2 and later).
       redis.call("HSET", key, "msg", items[i + 1])
     end
   else

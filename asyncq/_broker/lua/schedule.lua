@@ -15,17 +15,20 @@
 -- ARGV[5] = unique lock TTL in whole seconds (used only with KEYS[4])
 -- ARGV[6] = scheduler fire lock asynq:{q}:fired:<entry>:<time>, or "" (see the Scheduler)
 -- ARGV[7] = fire lock TTL in whole seconds
--- ARGV[8] = "1" when this call may repeat one that was stored (a re-send after a lost reply)
+-- ARGV[8] = "1" when this call may repeat one that was stored (a re-send after a lost reply);
+--           "2" likewise, from a client that waits for replicas (see below)
 -- DERIVED = ARGV[6] -> asynq:{q}:fired:<entry>:<time>
 -- RETURNS = 1 scheduled, 0 the task id is taken, -1 a unique lock is held (duplicate),
 --           -2 another scheduler already enqueued this fire
 if redis.call("EXISTS", KEYS[1]) == 1 then
   -- A re-sent call whose first attempt was stored (and its reply lost) finds its own
   -- message there: that is this call's success, not a conflict.
-  if ARGV[8] == "1" and redis.call("HGET", KEYS[1], "msg") == ARGV[1] then
-    -- Written again, unchanged, so that this call counts as a write: a client waiting
-    -- for replicas (WAIT) then waits for the first attempt's writes too.
-    redis.call("HSET", KEYS[1], "msg", ARGV[1])
+  if ARGV[8] ~= "0" and redis.call("HGET", KEYS[1], "msg") == ARGV[1] then
+    if ARGV[8] == "2" then
+      -- Written again, unchanged, so that this call counts as a write: the WAIT sent
+      -- behind it then waits for the first attempt's writes too (Redis 7.2 and later).
+      redis.call("HSET", KEYS[1], "msg", ARGV[1])
+    end
     return 1
   end
   return 0
