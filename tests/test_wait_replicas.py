@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
 from asyncq._cluster.links import LinkUnusable
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, ManualClock, eventually
+from asyncq.testing import LocalRedisCluster, ManualClock, RedisServerProcess, eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
 from asyncq.testing.servers import wait_until
 
@@ -449,4 +450,33 @@ async def test_when_the_deadline_runs_out_every_stored_task_is_reported_as_store
     assert reported == stored, "a stored task was reported as not stored, or the other way"
     failed = [o for o in outcomes if not isinstance(o, NotReplicatedError)]
     assert failed and all(isinstance(o, ConnectionFailedError) for o in failed), failed
-    assert all("WAIT did not finish in time" in str(o) for o in failed)
+    assert all("the call was not sent" in str(o) for o in failed)
+
+
+async def test_a_call_sent_to_a_stalled_master_says_its_outcome_is_unknown() -> None:
+    # Sent, then no reply within the deadline: the script may yet run (here it does, once
+    # the master wakes), so the error must not claim the task was not stored.
+    with RedisServerProcess(extra_args=["--enable-debug-command", "yes"]) as server:
+        admin = server.admin_client()
+        async with (
+            RedisConnector(server.url, retry_deadline=0.5) as connector,
+            Client(connector, wait_replicas=1, replica_timeout=0.2) as client,
+        ):
+            with pytest.raises(NotReplicatedError):  # the links and the script are ready
+                await client.enqueue(Task("warm"), queue="stalled")
+            sleeper = threading.Thread(target=admin.execute_command, args=("DEBUG", "SLEEP", 2))
+            sleeper.start()
+            probe = redis.Redis.from_url(server.url, socket_timeout=0.05)
+            await eventually(lambda: not _answers(probe), within=5)
+            with pytest.raises(ConnectionFailedError, match="may or may not be stored"):
+                await client.enqueue(Task("sent"), queue="stalled")
+            await asyncio.to_thread(sleeper.join)
+            pending = await connector.execute("LRANGE", "asynq:{stalled}:pending", 0, -1)
+    assert len(pending) == 2, "the call that timed out was stored after all"
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -25,7 +25,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._broker.scripts import LuaScript
-from asyncq._cluster.links import PAIR_LINKS, LinkUnusable, ScriptLink, ScriptLinks
+from asyncq._cluster.links import (
+    PAIR_LINKS,
+    LinkUnusable,
+    PairProgress,
+    ScriptLink,
+    ScriptLinks,
+)
 from asyncq._cluster.retry import call_with_retry
 from asyncq.errors import ConnectionFailedError, InvalidOptionError
 
@@ -284,7 +290,8 @@ class Connector(ABC):
         """
         wait = ("WAIT", replicas, max(round(replica_timeout * 1000), 1))
         sends = 0
-        stored: list[Any] = []  # the script's reply, once it has run
+        storing = PairProgress()  # whether the script went out, and its reply once it ran
+        stored = storing.reply
         found: list[int] = []  # what the confirming script found, when it ran
 
         async def attempt() -> Any:
@@ -298,11 +305,12 @@ class Connector(ABC):
                     # WAIT may be sent again, whatever becomes of this one.
                     _, acknowledged = await self._run_then_wait(
                         self._replica_links(), script, keys[0], command, wait,
-                        replica_timeout, stored.append,
+                        replica_timeout, storing,
                     )  # fmt: skip
                 except LinkUnusable:
                     if not stored:  # it did not run there
                         async with self._in_flight:
+                            storing.sent = True
                             stored.append(await _evalsha(self.client, script, keys, resend))
                 else:
                     return _waited(acknowledged)
@@ -311,7 +319,7 @@ class Connector(ABC):
             try:
                 count, acknowledged = await self._run_then_wait(
                     self._replica_links(), check, check_keys[0], command, wait,
-                    replica_timeout, _ignore,
+                    replica_timeout, PairProgress(),
                 )  # fmt: skip
             except LinkUnusable as error:
                 # Through redis-py, which follows the cluster and so learns where the
@@ -333,12 +341,9 @@ class Connector(ABC):
                 return stored[0], 0, found[0] if found else None
             if isinstance(error, TimeoutError):
                 waited = self.retry_deadline + replica_timeout
-                reason = TimeoutError(
-                    "the call and its WAIT did not finish in time: replicas that do not "
-                    f"answer hold each of the {PAIR_LINKS} connections per node for WAIT "
-                    "up to replica_timeout, and further calls wait for one"
-                )
-                raise ConnectionFailedError(self.address, waited, reason) from error
+                raise ConnectionFailedError(
+                    self.address, waited, TimeoutError(_timed_out(storing.sent))
+                ) from error
             raise
         confirmed = acknowledged if isinstance(acknowledged, int) else 0
         return stored[0], confirmed, found[0] if found else None
@@ -363,17 +368,17 @@ class Connector(ABC):
         command: tuple[EncodableT, ...],
         wait: tuple[EncodableT, ...],
         extra: float,
-        ran: Callable[[Any], None],
+        progress: PairProgress,
     ) -> tuple[Any, Any]:
         """A script call and a ``WAIT`` behind it on one connection to the key's node: the
-        script's reply and the ``WAIT``'s (an error reply when Redis refused it); ``ran``
-        gets the script's reply as soon as it comes (see ``ScriptLinks.call_then_wait``)."""
+        script's reply and the ``WAIT``'s (an error reply when Redis refused it); the
+        call's ``progress`` is recorded as it happens (see ``ScriptLinks.call_then_wait``)."""
         address = self.node_of(key)
         if (address, script.sha) not in self._loaded:
             # Loaded first, so that a NOSCRIPT does not cost a WAIT of its own.
             await links.call(address, ("SCRIPT", "LOAD", script.source))
             self._loaded.add((address, script.sha))
-        reply, acknowledged = await links.call_then_wait(address, command, wait, extra, ran)
+        reply, acknowledged = await links.call_then_wait(address, command, wait, extra, progress)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             self._loaded.discard((address, script.sha))  # flushed or restarted since
             raise LinkUnusable(str(reply))
@@ -420,8 +425,18 @@ class Connector(ABC):
         return ScriptLinks.from_settings(options)
 
 
-def _ignore(reply: Any) -> None:
-    """For a call whose reply is only needed once it returns."""
+def _timed_out(sent: bool) -> str:
+    """Why a call that waits for replicas ran out of time before its script's reply."""
+    if sent:
+        return (
+            "the call was sent but no reply came in time (a stalled or overloaded master): "
+            "its task may or may not be stored"
+        )
+    return (
+        "the call was not sent: replicas that do not answer hold each of the "
+        f"{PAIR_LINKS} connections per node for WAIT up to replica_timeout, and further "
+        "calls wait for one; its task is not stored"
+    )
 
 
 def _master_stepped_down(reply: object) -> bool:

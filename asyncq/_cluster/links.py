@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import hiredis
 
-__all__ = ["LinkUnusable", "ScriptLink", "ScriptLinks"]
+__all__ = ["LinkUnusable", "PairProgress", "ScriptLink", "ScriptLinks"]
 
 EncodableT = str | bytes | int | float
 
@@ -37,6 +37,26 @@ _HAND_OVER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MAS
 
 class LinkUnusable(Exception):
     """The link cannot carry this call now; run it the ordinary way."""
+
+
+class PairProgress:
+    """What became of a command sent with a ``WAIT`` behind it, recorded as it happens, so
+    that a caller cut short (a deadline, a lost connection) still knows: ``sent`` once
+    the command was written, ``reply`` once its (non-error) reply arrived."""
+
+    __slots__ = ("reply", "sent")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.reply: list[Any] = []  # empty until the reply comes
+
+    def take(self, done: asyncio.Future[Any]) -> None:
+        """Done-callback of the command's reply: kept the moment it is set."""
+        if done.cancelled() or done.exception() is not None or self.reply:
+            return
+        result = done.result()
+        if not isinstance(result, hiredis.ReplyError):
+            self.reply.append(result)
 
 
 class ScriptLink(asyncio.Protocol):
@@ -181,12 +201,11 @@ class ScriptLinks:
         command: Sequence[EncodableT],
         wait: Sequence[EncodableT],
         extra: float,
-        ran: Callable[[Any], None],
+        progress: PairProgress,
     ) -> tuple[Any, Any]:
         """Run ``command`` and, right behind it on the same connection, a ``WAIT`` (which
-        counts what that connection last did); their two replies. ``ran(reply)`` is called
-        as soon as the command's reply arrives, unless it is an error reply: whatever
-        becomes of the ``WAIT`` (lost, cancelled), the caller knows the command ran.
+        counts what that connection last did); their two replies. ``progress`` records
+        the command as sent and its reply as it comes, whatever becomes of this call.
 
         Not on the shared link: Redis runs nothing else from a connection while a ``WAIT``
         on it blocks. Each pair takes a connection of its own (kept for the next, at most
@@ -209,7 +228,7 @@ class ScriptLinks:
                     link = await self._connect(address, self._reply_timeout + extra)
                 except (OSError, TimeoutError) as error:
                     raise LinkUnusable(f"cannot connect to {address}: {error}") from error
-            reply, acknowledged = await _call_then_wait(link, command, wait, ran)
+            reply, acknowledged = await _call_then_wait(link, command, wait, progress)
             if self._closed:
                 link.close()
             else:
@@ -296,15 +315,16 @@ async def _call_then_wait(
     link: ScriptLink,
     command: Sequence[EncodableT],
     wait: Sequence[EncodableT],
-    ran: Callable[[Any], None],
+    progress: PairProgress,
 ) -> tuple[Any, Any]:
     """Send both at once on ``link``; their replies (see ``call_then_wait``). A link that
     fails or is left with a reply unread is closed."""
-    first, second = link.call(command), link.call(wait)
+    first = link.call(command)
+    progress.sent = True
+    first.add_done_callback(progress.take)
+    second = link.call(wait)
     try:
         reply = await first
-        if not isinstance(reply, hiredis.ReplyError):
-            ran(reply)
         acknowledged = await second
     except BaseException:
         link.close()  # a reply left unread: the connection cannot be used again
