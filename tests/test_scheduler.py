@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -20,6 +21,8 @@ from asyncq import (
     Scheduler,
     Task,
 )
+from asyncq._broker.rdb import Broker
+from asyncq._broker.scripts import load_script
 from asyncq._scheduler.cron import parse_schedule
 from asyncq._scheduler.goformat import go_duration, go_option_strings, go_unix_date
 from asyncq.scheduler import entry_message
@@ -238,3 +241,28 @@ def test_the_hour_the_clocks_repeat_keeps_an_hourly_or_finer_spec_firing() -> No
 
 def test_cluster_connector_is_accepted() -> None:
     Scheduler(RedisClusterConnector(["127.0.0.1:7000"])).register("@daily", Task("t"))
+
+
+async def test_a_resent_fire_whose_task_already_ran_still_counts_as_enqueued(
+    connector: Connector, queue_name: str
+) -> None:
+    # A fire's reply is lost and its task runs and is deleted before the connector sends
+    # the call again: the re-send finds the fire's lock taken. It took it itself, so the
+    # fire counts as enqueued (and gets its history event), not as another scheduler's.
+    keys = Broker(connector).keys(queue_name)
+    script = load_script("enqueue")
+
+    async def fire(task_id: str, when: int, resend: str, unique: str = "") -> int:
+        script_keys = [keys.task(task_id), keys.pending, *([unique] if unique else [])]
+        args = [f"msg-{task_id}", task_id, time.time_ns(), keys.wakeup, 60,
+                keys.fired("entry", when), 600, resend]  # fmt: skip
+        return int(await connector.run_script(script, script_keys, args))
+
+    assert await fire("a", 1000, "0") == 1
+    await connector.execute("DEL", keys.task("a"))  # run and deleted
+    assert await fire("a", 1000, "1") == 1  # the lost reply's own re-send
+    assert await fire("b", 1000, "1") == -2  # another scheduler's call for that fire
+    held = keys.unique("t", b"{}")
+    await connector.execute("SET", held, "someone-else")
+    assert await fire("c", 1060, "0", held) == -1  # refused as a duplicate
+    assert await fire("c", 1060, "1", held) == -2  # so its re-send stored nothing either

@@ -13,7 +13,8 @@
 -- ARGV[3] = task id
 -- ARGV[4] = group name, or "" for none
 -- ARGV[5] = unique lock TTL in whole seconds (used only with KEYS[4])
--- ARGV[6] = scheduler fire lock asynq:{q}:fired:<entry>:<time>, or "" (see the Scheduler)
+-- ARGV[6] = scheduler fire lock asynq:{q}:fired:<entry>:<time>, or "" (see the Scheduler);
+--           it holds the id of the task its fire stored, or "duplicate"
 -- ARGV[7] = fire lock TTL in whole seconds
 -- ARGV[8] = "1" when this call may repeat one that was stored (a re-send after a lost reply);
 --           "2" likewise, from a client that waits for replicas (see below)
@@ -33,11 +34,19 @@ if redis.call("EXISTS", KEYS[1]) == 1 then
   end
   return 0
 end
-if ARGV[6] ~= "" and not redis.call("SET", ARGV[6], "1", "NX", "EX", ARGV[7]) then
+if ARGV[6] ~= "" and not redis.call("SET", ARGV[6], ARGV[3], "NX", "EX", ARGV[7]) then
+  -- The lock holds the id of the task its fire stored: a re-send of that very call
+  -- (its reply lost, the task run and gone since, else it was found above) stored it.
+  if ARGV[8] ~= "0" and redis.call("GET", ARGV[6]) == ARGV[3] then
+    return 1
+  end
   return -2
 end
 if KEYS[4] then
   if not redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ARGV[5]) then
+    if ARGV[6] ~= "" then
+      redis.call("SET", ARGV[6], "duplicate", "KEEPTTL")  -- taken, but nothing stored
+    end
     return -1
   end
   redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled", "unique_key", KEYS[4])
