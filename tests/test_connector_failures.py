@@ -210,3 +210,46 @@ async def test_a_connection_closed_under_a_command_is_retried_but_a_bug_is_not()
     with pytest.raises(AttributeError) as ours:
         getattr(None, "writelines")  # noqa: B009 - an AttributeError raised here
     assert not is_retryable(ours.value)
+
+
+async def test_a_slot_that_was_not_served_is_found_once_a_master_serves_it(
+    own_cluster: LocalRedisCluster,
+) -> None:
+    # With require_full_coverage=False the connector starts while a slot has no master.
+    # Once a master takes the slot, calls to its queues must find it, not keep failing on
+    # the slot map read at the start.
+    queue = "coverage"
+    slot = queue_slot(queue)
+    owner, _ = own_cluster.slot_owner(slot)
+    admins = [node.admin_client() for node in own_cluster.running_nodes()]
+    for admin in admins:
+        admin.config_set("cluster-require-full-coverage", "no")
+        admin.execute_command("CLUSTER", "DELSLOTS", slot)
+    await eventually(lambda: not _served_anywhere(own_cluster, slot), within=10)
+    connector = RedisClusterConnector(
+        own_cluster.seeds, require_full_coverage=False, retry_deadline=15
+    )
+    async with connector, Client(connector) as client:
+        own_cluster.node_for_address(owner).admin_client().execute_command(
+            "CLUSTER", "ADDSLOTS", slot
+        )
+        await eventually(lambda: _served_everywhere(own_cluster, slot), within=10)
+        info = await client.enqueue(Task("covered"), queue=queue)
+        stored = await connector.execute("HGET", f"asynq:{{{queue}}}:t:{info.id}", "state")
+    assert stored == b"pending"
+
+
+def _views(cluster: LocalRedisCluster, slot: int) -> list[bool]:
+    """Whether each node's CLUSTER SLOTS lists a master for ``slot``."""
+    return [
+        any(r.start <= slot <= r.end for r in cluster.cluster_slots(via=node.address))
+        for node in cluster.running_nodes()
+    ]
+
+
+def _served_anywhere(cluster: LocalRedisCluster, slot: int) -> bool:
+    return any(_views(cluster, slot))
+
+
+def _served_everywhere(cluster: LocalRedisCluster, slot: int) -> bool:
+    return all(_views(cluster, slot))

@@ -9,6 +9,7 @@ with a NOSCRIPT fallback), ``execute`` (one command) and ``topology`` facts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -214,9 +215,26 @@ class Connector(ABC):
 
         async def attempt() -> T:
             async with self._in_flight:
-                return await op(client)
+                try:
+                    return await op(client)
+                except rx.SlotNotCoveredError:  # as _mapped does, without a coroutine more
+                    await self._refresh_slot_map()  # on the path of every call
+                    raise
 
         return await call_with_retry(attempt, deadline=self.retry_deadline, address=self.address)
+
+    async def _mapped(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run one attempt; when it finds its slot missing from the slot map, the map is
+        read again before the error goes on to the retry (so the next attempt finds it)."""
+        try:
+            return await attempt()
+        except rx.SlotNotCoveredError:
+            await self._refresh_slot_map()
+            raise
+
+    async def _refresh_slot_map(self) -> None:
+        """Read the cluster's slot map again; nothing to do for a single server."""
+        return
 
     async def execute(self, *args: EncodableT) -> Any:
         """Run one Redis command (routed by its key on a cluster) with retry."""
@@ -334,8 +352,9 @@ class Connector(ABC):
             # Bounded as a whole: an attempt may wait for a free connection, then a WAIT.
             async with asyncio.timeout(self.retry_deadline + replica_timeout):
                 acknowledged = await call_with_retry(
-                    attempt, deadline=self.retry_deadline, address=self.address
-                )
+                    lambda: self._mapped(attempt), deadline=self.retry_deadline,
+                    address=self.address,
+                )  # fmt: skip
         except (TimeoutError, ConnectionFailedError) as error:
             if stored:  # stored, and not confirmed in time
                 return stored[0], 0, found[0] if found else None
@@ -423,6 +442,12 @@ class Connector(ABC):
         if options.get("ssl"):
             return None
         return ScriptLinks.from_settings(options)
+
+
+def _seen(done: asyncio.Future[Any]) -> None:
+    """Marks a background step's failure as seen (its waiters, if any, got it)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _timed_out(sent: bool) -> str:
@@ -571,6 +596,7 @@ class RedisClusterConnector(Connector):
         require_full_coverage: bool = True,
     ) -> None:
         super().__init__(retry_deadline=retry_deadline, max_in_flight=max_connections_per_node)
+        self._refreshing: asyncio.Future[None] | None = None  # a slot map being read again
         if isinstance(nodes, str):
             nodes = [n for n in nodes.split(",") if n.strip()]
         if not nodes:
@@ -612,3 +638,17 @@ class RedisClusterConnector(Connector):
     def node_of(self, key: str) -> str:
         node = self.client.get_node_from_key(key)
         return f"{node.host}:{node.port}"
+
+    async def _refresh_slot_map(self) -> None:
+        # redis-py reads the map again after a lost connection or a redirection, but not
+        # after finding a slot missing from it (possible with require_full_coverage=False):
+        # without this, a slot served again later stayed unknown until a reconnect.
+        # Calls that find it missing at the same moment share one reading.
+        refreshing = self._refreshing
+        if refreshing is None or refreshing.done():
+            refreshing = self._refreshing = asyncio.ensure_future(
+                self.client.nodes_manager.initialize()
+            )
+            refreshing.add_done_callback(_seen)
+        with contextlib.suppress(Exception):  # the call's own error says more
+            await asyncio.shield(refreshing)
