@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from asyncq._aio import mark_seen
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
 from asyncq._broker.packing import pack_pairs
 from asyncq._broker.scripts import LuaScript, load_script
@@ -105,7 +106,8 @@ class Broker:
         sending = self._registering.get(queue)
         if sending is None:
             sending = self._registering[queue] = asyncio.ensure_future(self._register(queue))
-            sending.add_done_callback(self._registered_one)
+            # Seen at once, so a failure whose callers all left is not reported.
+            sending.add_done_callback(mark_seen)
         await asyncio.shield(sending)  # a cancelled caller leaves the others' SADD alone
 
     async def _register(self, queue: str) -> None:
@@ -115,11 +117,6 @@ class Broker:
         finally:
             # Gone as soon as it is done, so the next caller after a failure tries again.
             self._registering.pop(queue, None)
-
-    @staticmethod
-    def _registered_one(done: asyncio.Future[None]) -> None:
-        if not done.cancelled():
-            done.exception()  # seen here, so a failure whose callers all left is not reported
 
     async def enqueue(
         self,

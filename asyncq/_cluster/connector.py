@@ -25,6 +25,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript
 from asyncq._cluster.links import (
     PAIR_LINKS,
@@ -310,10 +311,10 @@ class Connector(ABC):
         sends = 0
         storing = PairProgress()  # whether the script went out, and its reply once it ran
         stored = storing.reply
-        found: list[int] = []  # what the confirming script found, when it ran
+        found: int | None = None  # how many tasks the confirming script found, if it ran
 
         async def attempt() -> Any:
-            nonlocal sends
+            nonlocal sends, found
             if not stored:
                 sends += 1
                 current = args if sends == 1 else resend
@@ -345,7 +346,7 @@ class Connector(ABC):
                 async with self._in_flight:
                     await _evalsha(self.client, check, check_keys, check_args)
                 raise rx.ConnectionError(f"could not wait for replicas: {error}") from error
-            found[:] = [int(count)]
+            found = int(count)
             return _waited(acknowledged)
 
         try:
@@ -357,7 +358,7 @@ class Connector(ABC):
                 )  # fmt: skip
         except (TimeoutError, ConnectionFailedError) as error:
             if stored:  # stored, and not confirmed in time
-                return stored[0], 0, found[0] if found else None
+                return stored[0], 0, found
             if isinstance(error, TimeoutError):
                 waited = self.retry_deadline + replica_timeout
                 raise ConnectionFailedError(
@@ -365,7 +366,7 @@ class Connector(ABC):
                 ) from error
             raise
         confirmed = acknowledged if isinstance(acknowledged, int) else 0
-        return stored[0], confirmed, found[0] if found else None
+        return stored[0], confirmed, found
 
     def _replica_links(self) -> ScriptLinks:
         """The links, for calls that wait for replicas (which only links can send)."""
@@ -442,12 +443,6 @@ class Connector(ABC):
         if options.get("ssl"):
             return None
         return ScriptLinks.from_settings(options)
-
-
-def _seen(done: asyncio.Future[Any]) -> None:
-    """Marks a background step's failure as seen (its waiters, if any, got it)."""
-    if not done.cancelled():
-        done.exception()
 
 
 def _timed_out(sent: bool) -> str:
@@ -649,6 +644,6 @@ class RedisClusterConnector(Connector):
             refreshing = self._refreshing = asyncio.ensure_future(
                 self.client.nodes_manager.initialize()
             )
-            refreshing.add_done_callback(_seen)
+            refreshing.add_done_callback(mark_seen)
         with contextlib.suppress(Exception):  # the call's own error says more
             await asyncio.shield(refreshing)

@@ -23,6 +23,8 @@ from typing import Any, cast
 
 import hiredis
 
+from asyncq._aio import mark_seen
+
 __all__ = ["LinkUnusable", "PairProgress", "ScriptLink", "ScriptLinks"]
 
 EncodableT = str | bytes | int | float
@@ -272,8 +274,7 @@ class ScriptLinks:
 
     def _opened(self, address: str, task: asyncio.Task[ScriptLink]) -> None:
         self._opening.pop(address, None)
-        if not task.cancelled():
-            task.exception()  # seen here, so a failure nobody waited for is not reported
+        mark_seen(task)  # a failure nobody waited for is not reported
 
     async def open_private(self, address: str, extra_wait: float) -> ScriptLink:
         """A new link to ``address`` for one owner, whose replies may take ``extra_wait``
@@ -331,6 +332,6 @@ async def _call_then_wait(
         raise
     finally:
         for sent in (first, second):  # a lost link fails both: seen here
-            if sent.done() and not sent.cancelled():
-                sent.exception()
+            if sent.done():
+                mark_seen(sent)
     return reply, acknowledged

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import hiredis
 
+from asyncq._aio import mark_seen
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Arg, Broker
 from asyncq._broker.scripts import load_script
@@ -120,8 +121,8 @@ class Watches:
                 continue
             # A watch left uncollected (the server's task group died) fails when its link
             # closes: seen here, so asyncio does not report a never-retrieved exception.
-            moved.add_done_callback(_mark_seen)
-            dequeued.add_done_callback(_mark_seen)
+            moved.add_done_callback(mark_seen)
+            dequeued.add_done_callback(mark_seen)
             armed.append(ArmedWatch(watch, script_keys, args, count, moved, dequeued))
         return armed or None
 
@@ -229,9 +230,3 @@ class Watches:
         watch.link.close()
         if self._watches.get(watch.keys.name) is watch:
             del self._watches[watch.keys.name]
-
-
-def _mark_seen(future: asyncio.Future[Any]) -> None:
-    """Mark a failed call's error as retrieved (awaiting it still raises it)."""
-    if not future.cancelled():
-        future.exception()
