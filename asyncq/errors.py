@@ -83,17 +83,30 @@ class ConnectionFailedError(AsyncqError, ConnectionError):
 
 
 class RedisRefusedError(ConnectionFailedError):
-    """Redis answered, but refused this connector: wrong credentials, or a single server
-    given to ``RedisClusterConnector``. Trying again cannot help, so it is raised at once
-    (a ``ConnectionFailedError``, so code that handles that one handles this too)."""
+    """Redis answered, but refused this connector (wrong credentials, or a single server
+    given to ``RedisClusterConnector``), or the connector could not trust it (a TLS
+    certificate that fails verification, a TLS connection to a plain port). Trying again
+    cannot help, so it is raised at once (a ``ConnectionFailedError``, so code that
+    handles that one handles this too)."""
 
     def __init__(self, address: str, cause: BaseException) -> None:
         text = str(cause)
-        if "cluster mode is not enabled" in text.lower():
+        lowered = text.lower()
+        what = f"Redis at {address} refused the connection"
+        if "certificate verify failed" in lowered or "wrong version number" in lowered:
+            what = f"no trusted TLS connection to Redis at {address}"
+        if "cluster mode is not enabled" in lowered:
             hint = "it is not a cluster node: use RedisConnector for a single Redis server"
+        elif "certificate verify failed" in lowered:
+            hint = (
+                "the server's TLS certificate is not trusted: give the connector the CA "
+                "that signed it (tls_ca_certs, or ssl_ca_certs in a rediss:// URL)"
+            )
+        elif "wrong version number" in lowered:
+            hint = "the port does not speak TLS: use its TLS port, or connect without TLS"
         else:
             hint = "check the username and password given to the connector"
-        AsyncqError.__init__(self, f"Redis at {address} refused the connection ({text}); {hint}")
+        AsyncqError.__init__(self, f"{what} ({text}); {hint}")
         self.address = address
         self.waited = 0.0
 

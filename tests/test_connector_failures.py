@@ -14,6 +14,7 @@ from redis.asyncio import Connection as RedisConnection
 from asyncq import (
     Client,
     ConnectionFailedError,
+    Connector,
     InvalidOptionError,
     RedisClusterConnector,
     RedisConnector,
@@ -138,6 +139,20 @@ async def test_a_server_that_never_answers_fails_within_the_retry_deadline() -> 
                 pass
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+async def test_a_port_nobody_listens_on_is_named_with_the_reason(cluster: bool) -> None:
+    """The error names what the last attempt met, not the deadline cutting it short."""
+    port = free_port()
+    connector: Connector = (
+        RedisClusterConnector([f"127.0.0.1:{port}"], retry_deadline=0.5)
+        if cluster
+        else RedisConnector(port=port, retry_deadline=0.5)
+    )
+    with pytest.raises(ConnectionFailedError, match="Connect call failed") as caught:
+        await connector.connect()
+    assert f"127.0.0.1:{port} within 0.5s" in str(caught.value)
 
 
 async def test_stopping_redis_gives_the_documented_error(

@@ -1,4 +1,6 @@
-"""A connector over TLS: no script links there, every call goes through redis-py.
+"""Connectors over TLS: script calls, a worker's watches and waits for replicas go over
+lean links that speak TLS (with redis-py's SSL context); anything unusual goes through
+redis-py, as on a plain connection.
 
 redis-py sends a call again by itself when its reply times out. The first send may have
 run all the same, so a task must still be stored once, and a caller's own task id must
@@ -7,71 +9,111 @@ not come back as taken by its own first send.
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from asyncq import Client, InvalidOptionError, RedisConnector, Task
+from asyncq import (
+    Client,
+    NotReplicatedError,
+    RedisClusterConnector,
+    RedisConnector,
+    RedisRefusedError,
+    ServeMux,
+    Task,
+)
+from asyncq._cluster.slots import queue_slot
 from asyncq.testing import RedisServerProcess, eventually
-from asyncq.testing.servers import HarnessError, free_port
+from asyncq.testing.servers import (
+    HarnessError,
+    LocalRedisCluster,
+    TlsFiles,
+    free_port,
+    make_tls_files,
+    tls_server_args,
+    wait_until,
+)
+from tests.worker_helpers import running_server, signalling_mux, write_like_go
 
 SLEEP_S = 1.5
 REPLY_TIMEOUT_S = 0.3
+# Long enough that only a watch (not the poll) can start a task within a test.
+NO_POLL = 60.0
 
 
-def _make_certificates(folder: Path) -> None:
-    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+class TlsServers(NamedTuple):
+    """A master and its replica, each with a TLS port, replicating over TLS."""
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    tls_port: int
+    ca_file: Path
+    admin: redis.Redis  # the master, through its plain port
+    replica: RedisServerProcess
 
-    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=asyncq test CA")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf",
-            "-out", "server.crt")  # fmt: skip
+    def connector(self, **options: object) -> RedisConnector:
+        """A connector to the master's TLS port that trusts the test CA."""
+        return RedisConnector(
+            host="127.0.0.1",
+            port=self.tls_port,
+            tls=True,
+            tls_ca_certs=str(self.ca_file),
+            **options,  # type: ignore[arg-type]
+        )
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, redis.Redis]]:
-    """A Redis with a TLS port (and its plain one for the test's own commands)."""
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    _make_certificates(folder)
-    server, tls_port = _start_with_tls(folder)
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_servers(tls_files: TlsFiles) -> Iterator[TlsServers]:
+    """A Redis with a TLS port (and its plain one for the test's own commands), and a
+    replica of it that replicates over TLS."""
+    master, tls_port = _start_with_tls(tls_files)
+    replica: RedisServerProcess | None = None
     try:
-        yield tls_port, folder / "ca.crt", server.admin_client()
+        replica, _ = _start_with_tls(
+            tls_files, "--tls-replication", "yes", "--replicaof", "127.0.0.1", str(tls_port)
+        )
+        admin = master.admin_client()
+        wait_until(lambda: _online_replicas(admin) == 1, timeout=10, description="the replica")
+        yield TlsServers(tls_port, tls_files.ca_cert, admin, replica)
     finally:
-        server.close()
+        if replica is not None:
+            replica.close()
+        master.close()
 
 
-def _start_with_tls(folder: Path) -> tuple[RedisServerProcess, int]:
+def _online_replicas(admin: redis.Redis) -> int:
+    info = admin.info("replication")
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+    )
+
+
+def _start_with_tls(files: TlsFiles, *extra: str) -> tuple[RedisServerProcess, int]:
     """A server listening on a free TLS port too. The harness moves a taken plain port;
     a taken TLS port is picked again here. A build without TLS skips the tests."""
     for _ in range(3):
         tls_port = free_port()
         server = RedisServerProcess(
-            extra_args=[
-                "--tls-port", str(tls_port),
-                "--tls-cert-file", str(folder / "server.crt"),
-                "--tls-key-file", str(folder / "server.key"),
-                "--tls-ca-cert-file", str(folder / "ca.crt"),
-                "--tls-auth-clients", "no",
-                "--enable-debug-command", "yes",
-            ]
-        )  # fmt: skip
+            extra_args=[*tls_server_args(files, tls_port), "--enable-debug-command", "yes", *extra]
+        )
         try:
             return server.start(), tls_port
         except HarnessError as error:
@@ -104,20 +146,13 @@ def _put_redis_to_sleep(admin: redis.Redis, port: int) -> None:
         probe.close()
 
 
-async def test_calls_redis_py_sends_again_after_a_timeout_store_each_task_once(
-    tls_server: tuple[int, Path, redis.Redis],
+async def test_calls_sent_again_after_a_timeout_store_each_task_once(
+    tls_servers: TlsServers,
 ) -> None:
-    tls_port, ca_file, admin = tls_server
+    admin = tls_servers.admin
     plain_port = admin.connection_pool.connection_kwargs["port"]
     queue = "tls-resend"
-    connector = RedisConnector(
-        host="127.0.0.1",
-        port=tls_port,
-        tls=True,
-        tls_ca_certs=str(ca_file),
-        socket_timeout=REPLY_TIMEOUT_S,
-        retry_deadline=20,
-    )
+    connector = tls_servers.connector(socket_timeout=REPLY_TIMEOUT_S, retry_deadline=20)
     async with connector, Client(connector) as client:
         # Connected, the script loaded, the queue registered.
         stored = [(await client.enqueue(Task("warm"), queue=queue)).id]
@@ -136,11 +171,127 @@ async def test_calls_redis_py_sends_again_after_a_timeout_store_each_task_once(
     assert len(stored) == 6
 
 
-async def test_waiting_for_replicas_over_tls_is_refused_naming_why(
-    tls_server: tuple[int, Path, redis.Redis],
+def _watching_over_tls(admin: redis.Redis, tls_port: int) -> bool:
+    """Whether a connection to the TLS port waits in BLMOVE (a worker's watch)."""
+    return any(
+        c.get("cmd") == "blmove" and c.get("laddr", "").endswith(f":{tls_port}")
+        for c in admin.client_list()
+    )
+
+
+async def test_an_idle_worker_over_tls_takes_a_go_clients_task_through_its_watch(
+    tls_servers: TlsServers,
 ) -> None:
-    tls_port, ca_file, _ = tls_server
-    connector = RedisConnector(host="127.0.0.1", port=tls_port, tls=True, tls_ca_certs=str(ca_file))
-    async with connector, Client(connector, wait_replicas=1, replica_timeout=0.2) as client:
-        with pytest.raises(InvalidOptionError, match="TLS"):
-            await client.enqueue(Task("t"), queue="tls-wait")
+    """Go clients publish no wake-up and the poll is a minute away: only the watch, a
+    BLMOVE on a TLS link, can start the task."""
+    queue = "tls-watch"
+    mux, ran = signalling_mux()
+    async with (
+        tls_servers.connector() as connector,
+        running_server(connector, mux, {queue: 1}, task_check_interval=NO_POLL),
+    ):
+        await eventually(
+            lambda: _watching_over_tls(tls_servers.admin, tls_servers.tls_port),
+            what="a watch over TLS",
+        )
+        await write_like_go(connector, queue, "go-1")
+        await eventually(ran.is_set, within=10, what="the task to start without the poll")
+
+
+@contextmanager
+def _paused(server: RedisServerProcess) -> Iterator[None]:
+    """The server's process stopped (SIGSTOP): alive, but it acknowledges nothing."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+async def test_waiting_for_a_replica_works_over_tls(tls_servers: TlsServers) -> None:
+    queue = "tls-wait"
+    async with (
+        tls_servers.connector() as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.3) as client,
+    ):
+        confirmed = await client.enqueue(Task("confirmed"), queue=queue)
+        with _paused(tls_servers.replica), pytest.raises(NotReplicatedError) as raised:
+            await client.enqueue(Task("unconfirmed"), queue=queue)
+        assert raised.value.replicas == 1
+        pending = tls_servers.admin.lrange(f"asynq:{{{queue}}}:pending", 0, -1)
+        assert sorted(pending) == sorted([confirmed.id, raised.value.info.id]), "both stored"
+        replica = tls_servers.replica.admin_client()
+        assert replica.hget(f"asynq:{{{queue}}}:t:{confirmed.id}", "state") == "pending"
+
+
+async def test_a_certificate_that_fails_verification_is_refused_at_once_saying_why(
+    tls_servers: TlsServers,
+) -> None:
+    """Without the test CA the server's certificate is not trusted, and trying again for
+    the whole deadline cannot change that."""
+    connector = RedisConnector(
+        host="127.0.0.1", port=tls_servers.tls_port, tls=True, retry_deadline=30
+    )
+    started = time.monotonic()
+    with pytest.raises(RedisRefusedError, match="certificate verify failed") as raised:
+        await connector.connect()
+    assert "give the connector the CA that signed it (tls_ca_certs" in str(raised.value)
+    assert time.monotonic() - started < 25, "not retried until the deadline"
+
+
+# -- a cluster over TLS (client ports, cluster bus and replication) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tls_files: TlsFiles) -> Iterator[LocalRedisCluster]:
+    with LocalRedisCluster(tls=tls_files) as cluster:
+        yield cluster
+
+
+def _cluster_connector(cluster: LocalRedisCluster, files: TlsFiles) -> RedisClusterConnector:
+    return RedisClusterConnector(cluster.tls_seeds[:1], tls=True, tls_ca_certs=str(files.ca_cert))
+
+
+async def test_the_cluster_tutorial_runs_over_tls(
+    tls_cluster: LocalRedisCluster, tls_files: TlsFiles
+) -> None:
+    """Three queues on three masters, tasks from asyncq and from a Go client, one worker
+    that waits on all three through watches (the poll is a minute away)."""
+    queues = ["notifications", "webhooks", "images"]
+    seen: list[tuple[str, str]] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        seen.append((task.queue or "", task.id or ""))
+
+    async with _cluster_connector(tls_cluster, tls_files) as connector:
+        masters = {connector.node_of(f"asynq:{{{q}}}:pending") for q in queues}
+        assert len(masters) == 3 and masters <= set(tls_cluster.tls_seeds), "TLS ports"
+        # Concurrency 20, as in the tutorial: a watch per queue needs a free slot each.
+        async with running_server(
+            connector, mux, dict.fromkeys(queues, 1), concurrency=20, task_check_interval=NO_POLL
+        ):
+            async with Client(connector) as client:
+                for queue in queues:
+                    await client.enqueue(Task("t"), queue=queue, task_id=f"py-{queue}")
+                    await write_like_go(connector, queue, f"go-{queue}")
+            await eventually(lambda: len(seen) == 6, within=10, what="all six tasks")
+    assert sorted(seen) == sorted(
+        (queue, f"{origin}-{queue}") for queue in queues for origin in ("py", "go")
+    )
+
+
+async def test_waiting_for_a_replica_works_on_a_cluster_over_tls(
+    tls_cluster: LocalRedisCluster, tls_files: TlsFiles
+) -> None:
+    queue = "tls-cluster-wait"
+    async with (
+        _cluster_connector(tls_cluster, tls_files) as connector,
+        Client(connector, wait_replicas=1, replica_timeout=0.3) as client,
+    ):
+        info = await client.enqueue(Task("confirmed"), queue=queue)
+        _, replicas = tls_cluster.slot_owner(queue_slot(queue))
+        replica = tls_cluster.node_for_address(replicas[0]).admin_client()
+        replica.execute_command("READONLY")
+        assert replica.hget(f"asynq:{{{queue}}}:t:{info.id}", "state") == "pending"

@@ -21,7 +21,7 @@ import hiredis
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -141,19 +141,27 @@ class Connector(ABC):
 
     async def _first_contact(self) -> None:
         client = self._make_client()
+        failures: list[Exception] = []  # each attempt's error: the last one explains a timeout
+
+        async def attempt() -> None:
+            try:
+                await self._handshake(client)
+            except Exception as error:
+                failures.append(error)
+                raise
+
         try:
             # Bounded as a whole: a server that accepts connections and never answers
             # would otherwise hold each attempt for the socket timeout (and redis-py's
             # own retry), well past the deadline.
             async with asyncio.timeout(self.retry_deadline):
-                await call_with_retry(
-                    lambda: self._handshake(client),
-                    deadline=self.retry_deadline,
-                    address=self.address,
-                )
+                await call_with_retry(attempt, deadline=self.retry_deadline, address=self.address)
         except TimeoutError as error:
             await client.aclose()
-            raise ConnectionFailedError(self.address, self.retry_deadline, error) from error
+            # The bound usually cuts short an attempt after a pause: the error before it
+            # (connection refused, ...) says more than the cut.
+            cause = failures[-1] if failures else TimeoutError("no reply to the first command")
+            raise ConnectionFailedError(self.address, self.retry_deadline, cause) from error
         except BaseException:
             await client.aclose()
             raise
@@ -375,8 +383,8 @@ class Connector(ABC):
             if self._client is None:
                 raise RuntimeError("the connector is not connected")
             raise InvalidOptionError(
-                "wait_replicas needs a plain TCP connection to Redis (not TLS, not a unix "
-                "socket) for now"
+                "wait_replicas needs connections the connector can open itself (TCP or TLS); "
+                "this connector's redis-py connection class is of another kind"
             )
         return links
 
@@ -424,7 +432,8 @@ class Connector(ABC):
 
     async def open_private_link(self, address: str, extra_wait: float) -> ScriptLink | None:
         """A link of its own to one node, for a command that blocks up to ``extra_wait``
-        seconds (the caller closes it); None where links are not used (TLS)."""
+        seconds (the caller closes it); None where links are not used (a kind of
+        connection they do not know)."""
         if self._links is None:
             return None
         return await self._links.open_private(address, extra_wait)
@@ -436,13 +445,23 @@ class Connector(ABC):
             raise LinkUnusable("this connector uses no links")
         return await self._links.call(address, args)
 
+    @abstractmethod
     def _make_links(self) -> ScriptLinks | None:
-        """Links for script calls, or None where they would not match redis-py's
-        connection (TLS, or a URL with settings the links do not read)."""
-        options = self._options
-        if options.get("ssl"):
-            return None
-        return ScriptLinks.from_settings(options)
+        """Links for script calls, connecting as redis-py's connections do, or None where
+        they could not (a kind of connection they do not know)."""
+
+
+def _links_like(connection_class: type[Any], settings: dict[str, Any]) -> ScriptLinks | None:
+    """Links that connect as redis-py's ``connection_class(**settings)`` does: plain TCP,
+    or TLS with the very SSL context redis-py builds from the settings (certificates,
+    verification, host name checks, versions). None for any other kind of connection
+    (a unix socket, a class of the user's own), whose calls then all go through redis-py."""
+    if connection_class is Connection:
+        return ScriptLinks.from_settings(settings)
+    if connection_class is SSLConnection:
+        tls = SSLConnection(**settings).ssl_context.get()  # not connected: just read
+        return ScriptLinks.from_settings(settings, tls)
+    return None
 
 
 def _timed_out(sent: bool) -> str:
@@ -550,10 +569,7 @@ class RedisConnector(Connector):
     def _make_links(self) -> ScriptLinks | None:
         # Read what redis-py made of the URL or the arguments: one source of truth.
         pool = self.client.connection_pool
-        settings = pool.connection_kwargs
-        if pool.connection_class is not Connection:  # TLS, or a unix socket
-            return None
-        return ScriptLinks.from_settings(settings)
+        return _links_like(pool.connection_class, pool.connection_kwargs)
 
     def node_client(self, address: str) -> RedisClient:
         if self._url is None:
@@ -629,6 +645,11 @@ class RedisClusterConnector(Connector):
     async def _handshake(self, client: RedisClient) -> None:
         # Initialise eagerly: concurrent first calls on a lazy client race (redis-py #3935).
         await client.initialize()
+
+    def _make_links(self) -> ScriptLinks | None:
+        # Every node's connections share one class and one set of settings.
+        node = self.client.get_default_node()
+        return _links_like(node.connection_class, node.connection_kwargs)
 
     def node_of(self, key: str) -> str:
         node = self.client.get_node_from_key(key)

@@ -5,7 +5,8 @@ and returned under a lock, a timer per read, observability hooks), which is most
 what a batched enqueue, a dequeue or a grouped acknowledgement costs asyncq. A
 ``ScriptLink`` is one connection to one node on which many calls are in flight at
 once: a call packs its command with hiredis, writes it and waits for its reply,
-which arrives in order. It costs about half as much.
+which arrives in order. It costs about half as much. Links speak TLS where the
+connector does, with the SSL context redis-py's own connections use.
 
 Shared links only ever carry EVALSHA, SCRIPT LOAD and CLIENT UNBLOCK; a private link
 (``open_private``) also carries the worker's blocking wait for new tasks. Anything
@@ -17,6 +18,7 @@ through redis-py, which knows how to follow a cluster through failovers and slot
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -160,8 +162,10 @@ class ScriptLinks:
         db: int,
         connect_timeout: float,
         reply_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._username = username
+        self._tls = tls
         self._password = password
         self._db = db
         self._connect_timeout = connect_timeout
@@ -175,15 +179,18 @@ class ScriptLinks:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> ScriptLinks:
-        """Links that connect as a redis-py client with these keyword arguments would
-        (credentials, database, timeouts)."""
+    def from_settings(
+        cls, settings: Mapping[str, Any], tls: ssl.SSLContext | None = None
+    ) -> ScriptLinks:
+        """Links that connect as a redis-py connection with these keyword arguments
+        would (credentials, database, timeouts), over TLS with ``tls`` when given."""
         return cls(
             username=settings.get("username"),
             password=settings.get("password"),
             db=int(settings.get("db") or 0),
             connect_timeout=float(settings.get("socket_connect_timeout") or 2.0),
             reply_timeout=float(settings.get("socket_timeout") or 5.0),
+            tls=tls,
         )
 
     async def call(self, address: str, args: Sequence[EncodableT]) -> Any:
@@ -285,9 +292,11 @@ class ScriptLinks:
         host, _, port = address.rpartition(":")
         loop = asyncio.get_running_loop()
         timeout = self._reply_timeout if reply_timeout is None else reply_timeout
+        # The TLS handshake, where there is one, is part of connecting (and of its
+        # timeout); the host name checked against the certificate is the node's host.
         async with asyncio.timeout(self._connect_timeout):
             transport, link = await loop.create_connection(
-                lambda: ScriptLink(timeout), host.strip("[]"), int(port)
+                lambda: ScriptLink(timeout), host.strip("[]"), int(port), ssl=self._tls
             )
         try:
             if not link.usable:  # the loop gave the link no transport: leave it to redis-py

@@ -55,7 +55,8 @@ def is_retryable(error: BaseException) -> bool:
     return False
 
 
-# What Redis says when it refuses the connector itself, however often it is asked. (redis-py
+# What Redis says when it refuses the connector itself, however often it is asked, or what
+# the connector says of a server it cannot trust. (redis-py
 # wraps some of these in a ConnectionError, or in RedisClusterException's "cannot be
 # connected" while it looks for a seed, both otherwise passing faults.)
 _REFUSALS = (
@@ -64,6 +65,9 @@ _REFUSALS = (
     "wrongpass",
     "noauth",
     "cluster mode is not enabled",
+    # TLS: the server's certificate is not trusted, or a TLS client met a plain port.
+    "certificate verify failed",
+    "wrong version number",
 )
 
 

@@ -27,11 +27,13 @@ from asyncq.testing._support import (
     NotReady,
     cluster_info_of,
     find_redis_server,
+    free_port,
     free_ports,
     raw_command,
     redis_server_version,
     wait_until,
 )
+from asyncq.testing._tls import TlsFiles, tls_server_args
 
 __all__ = ["ClusterNodeInfo", "LocalRedisCluster", "SlotRange", "slot_ranges"]
 
@@ -172,6 +174,11 @@ class LocalRedisCluster:
     ``ports`` are preferred client ports (e.g. :data:`DEMO_CLUSTER_PORTS`); when any is taken
     the cluster quietly uses free ports instead, so always read addresses from :attr:`seeds`.
     Nodes ``0..masters-1`` start as masters; the rest replicate them round-robin.
+
+    With ``tls`` (see ``make_tls_files``), every node also has a TLS port, and the cluster
+    bus and replication run over TLS: clients that connect to :attr:`tls_seeds` over TLS
+    learn the other nodes' TLS ports, those on the plain ports (the harness's own) the
+    plain ones.
     """
 
     def __init__(
@@ -185,6 +192,7 @@ class LocalRedisCluster:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         redis_server: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         if not 1 <= masters <= CLUSTER_SLOTS:
             raise ValueError(f"masters must be between 1 and {CLUSTER_SLOTS}, got {masters}")
@@ -203,6 +211,9 @@ class LocalRedisCluster:
         self._preferred_ports = list(ports) if ports is not None else None
         self._extra_args = list(extra_args)
         self._binary = redis_server
+        self.tls = tls
+        #: The TLS port of each node in ``nodes`` (with ``tls`` only).
+        self.tls_ports: list[int] = []
         #: The server processes, in creation order (masters first, as initially configured).
         self.nodes: list[RedisServerProcess] = []
         # Cluster bus port of each node in ``nodes``; MEET must be told it explicitly.
@@ -221,6 +232,15 @@ class LocalRedisCluster:
     def seeds(self) -> list[str]:
         """``"host:port"`` of every node, usable as cluster client startup nodes."""
         return [node.address for node in self.nodes]
+
+    @property
+    def tls_seeds(self) -> list[str]:
+        """``"host:port"`` of every node's TLS port (a cluster started with ``tls``)."""
+        if self.tls is None:
+            raise HarnessError("this cluster was started without tls")
+        return [
+            f"{node.host}:{port}" for node, port in zip(self.nodes, self.tls_ports, strict=True)
+        ]
 
     @property
     def directory(self) -> Path:
@@ -268,8 +288,16 @@ class LocalRedisCluster:
             raise
         return self
 
-    def _node_args(self, bus_port: int) -> list[str]:
+    def _node_args(self, bus_port: int, tls_port: int | None) -> list[str]:
+        tls: list[str] = []
+        if self.tls is not None and tls_port is not None:
+            tls = [
+                *tls_server_args(self.tls, tls_port),
+                "--tls-cluster", "yes",
+                "--tls-replication", "yes",
+            ]  # fmt: skip
         return [
+            *tls,
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -307,16 +335,20 @@ class LocalRedisCluster:
         directory = self.directory / f"node-{index}"
         # A failed attempt may have left a nodes.conf claiming other ports; start clean.
         shutil.rmtree(directory, ignore_errors=True)
+        tls_port = None
+        if self.tls is not None:  # a taken TLS port fails the bind too: picked anew here
+            tls_port = self.tls_ports[index] = free_port(self.host)
         return RedisServerProcess(
             port,
             host=self.host,
             directory=directory,
-            extra_args=self._node_args(bus_port),
+            extra_args=self._node_args(bus_port, tls_port),
             redis_server=binary,
         )
 
     def _launch_nodes(self, binary: str, deadline: float) -> None:
         pairs = self._pick_ports(self.size, self._preferred_ports)
+        self.tls_ports = [0] * self.size if self.tls is not None else []
         self.nodes = [
             self._make_node(index, port, bus, binary) for index, (port, bus) in enumerate(pairs)
         ]

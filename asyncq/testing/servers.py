@@ -12,8 +12,8 @@ so nothing outlives the test run; processes still alive when the interpreter exi
 stopped by an :mod:`atexit` hook.
 
 This module is the harness's public face and its command line; the parts live beside it:
-``_support`` (errors, binaries, free ports, polling), ``_process`` (one server) and
-``_cluster`` (a cluster of them).
+``_support`` (errors, binaries, free ports, polling), ``_process`` (one server),
+``_cluster`` (a cluster of them) and ``_tls`` (throw-away certificates).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from asyncq.testing._support import (
     redis_server_version,
     wait_until,
 )
+from asyncq.testing._tls import TlsFiles, make_tls_files, tls_server_args
 
 __all__ = [
     "CLUSTER_SLOTS",
@@ -56,14 +57,17 @@ __all__ = [
     "LocalRedisCluster",
     "RedisServerProcess",
     "SlotRange",
+    "TlsFiles",
     "find_redis_cli",
     "find_redis_server",
     "free_port",
     "free_ports",
     "main",
+    "make_tls_files",
     "parse_port_spec",
     "redis_server_version",
     "slot_ranges",
+    "tls_server_args",
     "wait_until",
 ]
 
