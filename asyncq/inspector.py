@@ -477,7 +477,7 @@ class Inspector:
                 # Failed or still-syncing nodes are left out, as CLUSTER SLOTS (what asynq
                 # reads) leaves them out.
                 live = [n for n in shard.get("nodes", []) if n.get("health") == "online"]
-                nodes = [_node(n) for n in live]
+                nodes = [_node(n, self.connector.tls) for n in live]
                 nodes = [n for n in nodes if n.role in ("master", "replica")]
                 return sorted(nodes, key=lambda n: n.role != "master")
         raise QueueNotFoundError(f"no node serves slot {slot} of queue {queue!r}")
@@ -542,10 +542,13 @@ def _ranges(slots: Any) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(slots[::2], slots[1::2], strict=False)]
 
 
-def _node(fields: dict[str, Any]) -> ClusterNode:
+def _node(fields: dict[str, Any], tls: bool) -> ClusterNode:
     host = fields.get("ip") or fields.get("endpoint") or fields.get("hostname", "")
+    # A node with TLS lists both ports: the one this connector uses is its address (as
+    # CLUSTER SLOTS, which asynq reads, answers a TLS client with the TLS port). A node
+    # serving only one kind lists only that one.
+    ports = ("tls-port", "port") if tls else ("port", "tls-port")
+    port = next((fields[name] for name in ports if fields.get(name)), "")
     return ClusterNode(
-        id=str(fields.get("id", "")),
-        address=f"{host}:{fields.get('port', '')}",
-        role=str(fields.get("role", "")),
+        id=str(fields.get("id", "")), address=f"{host}:{port}", role=str(fields.get("role", ""))
     )

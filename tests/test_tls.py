@@ -9,9 +9,12 @@ not come back as taken by its own first send.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -295,3 +298,36 @@ async def test_waiting_for_a_replica_works_on_a_cluster_over_tls(
         replica = tls_cluster.node_for_address(replicas[0]).admin_client()
         replica.execute_command("READONLY")
         assert replica.hget(f"asynq:{{{queue}}}:t:{info.id}", "state") == "pending"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m asyncq ARGS`` as a process, without connection settings from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCQ_REDIS", "ASYNCQ_CL"))}
+    return subprocess.run(
+        [sys.executable, "-m", "asyncq", *args], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
+
+
+async def test_the_cli_lists_queues_over_tls_with_a_private_ca(
+    tls_cluster: LocalRedisCluster, tls_files: TlsFiles
+) -> None:
+    queue = "tls-cli"
+    async with (
+        _cluster_connector(tls_cluster, tls_files) as connector,
+        Client(connector) as client,
+    ):
+        await client.enqueue(Task("t"), queue=queue)
+    seeds = ["--cluster-nodes", tls_cluster.tls_seeds[0]]
+    listed = _cli(
+        "queue", "ls", "--cluster", "--json", *seeds, "--tls-ca-certs", str(tls_files.ca_cert)
+    )
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = [e for e in json.loads(listed.stdout) if e["queue"] == queue]
+    master, _ = tls_cluster.slot_owner(queue_slot(queue))
+    tls_master = tls_cluster.tls_seeds[tls_cluster.seeds.index(master)]
+    assert entry["nodes"][0] == {**entry["nodes"][0], "address": tls_master, "role": "master"}
+    # The system's CAs do not know the test CA: refused at once, saying what to give.
+    untrusted = _cli("queue", "ls", *seeds, "--tls")
+    assert untrusted.returncode != 0
+    assert "TLS certificate is not trusted" in untrusted.stderr

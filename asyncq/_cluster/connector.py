@@ -114,6 +114,11 @@ class Connector(ABC):
     def address(self) -> str:
         """The address(es) this connector talks to, for messages and logs."""
 
+    @property
+    @abstractmethod
+    def tls(self) -> bool:
+        """Whether this connector talks to Redis over TLS."""
+
     @abstractmethod
     def _make_client(self) -> RedisClient:
         """Build the redis-py client (not yet connected)."""
@@ -554,6 +559,12 @@ class RedisConnector(Connector):
     def address(self) -> str:
         return f"{self._host}:{self._port}"
 
+    @property
+    def tls(self) -> bool:
+        if self._url is not None:
+            return urlsplit(self._url).scheme == "rediss"
+        return bool(self._options.get("ssl"))
+
     def _make_client(self) -> RedisClient:
         options = {k: v for k, v in self._options.items() if v is not None}
         if self._url is not None:
@@ -636,6 +647,10 @@ class RedisClusterConnector(Connector):
     @property
     def address(self) -> str:
         return self._address
+
+    @property
+    def tls(self) -> bool:
+        return bool(self._options.get("ssl"))
 
     def _make_client(self) -> RedisClient:
         options = {k: v for k, v in self._options.items() if v is not None}

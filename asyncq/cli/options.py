@@ -17,7 +17,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def connection_options(fn: F) -> F:
-    """Add ``--cluster-nodes``, ``--redis-url``, ``--username``, ``--password``, ``--tls``."""
+    """Add ``--cluster-nodes``, ``--redis-url``, ``--username``, ``--password``, ``--tls``,
+    ``--tls-ca-certs``."""
     options = [
         click.option(
             "--cluster-nodes",
@@ -42,6 +43,14 @@ def connection_options(fn: F) -> F:
             show_envvar=True,
             help="Use TLS (cluster).",
         ),
+        click.option(
+            "--tls-ca-certs",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="ASYNCQ_REDIS_TLS_CA_CERTS",
+            show_envvar=True,
+            help="CA certificates to verify the servers' TLS certificates with, instead of "
+            "the system's (implies --tls; for one Redis, give a rediss:// URL).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -54,6 +63,7 @@ def make_connector(
     username: str | None,
     password: str | None,
     tls: bool,
+    tls_ca_certs: str | None = None,
     *,
     retry_deadline: float | None = None,
 ) -> Connector:
@@ -68,13 +78,24 @@ def make_connector(
         raise click.UsageError("give --cluster-nodes or --redis-url, not both")
     if tls and not cluster_nodes:
         raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
+    if tls_ca_certs and not cluster_nodes and not (redis_url or "").startswith("rediss://"):
+        raise click.UsageError("--tls-ca-certs needs --cluster-nodes or a rediss:// URL")
     connector: Connector
     if cluster_nodes:
         connector = RedisClusterConnector(
-            cluster_nodes, username=username, password=password, tls=tls
+            cluster_nodes,
+            username=username,
+            password=password,
+            tls=tls or tls_ca_certs is not None,
+            tls_ca_certs=tls_ca_certs,
         )
     else:
-        connector = RedisConnector(redis_url or DEFAULT_URL, username=username, password=password)
+        connector = RedisConnector(
+            redis_url or DEFAULT_URL,
+            username=username,
+            password=password,
+            tls_ca_certs=tls_ca_certs,
+        )
     if retry_deadline is not None:
         connector.retry_deadline = retry_deadline
     return connector

@@ -83,11 +83,12 @@ def inspector_command(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]
         username: str | None,
         password: str | None,
         tls: bool,
+        tls_ca_certs: str | None,
         **options: Any,
     ) -> None:
         async def main() -> None:
             connector = make_connector(
-                cluster_nodes, redis_url, username, password, tls,
+                cluster_nodes, redis_url, username, password, tls, tls_ca_certs,
                 retry_deadline=CLI_RETRY_DEADLINE,
             )  # fmt: skip
             async with Inspector(connector) as inspector:

@@ -142,6 +142,7 @@ def worker(
     username: str | None,
     password: str | None,
     tls: bool,
+    tls_ca_certs: str | None,
     concurrency: int | None,
     queue_specs: tuple[str, ...],
     strict_priority: bool,
@@ -160,7 +161,7 @@ def worker(
     )
     loop_factory = _loop_factory(loop_name)
     mux = load_target(target)
-    connector = make_connector(cluster_nodes, redis_url, username, password, tls)
+    connector = make_connector(cluster_nodes, redis_url, username, password, tls, tls_ca_certs)
     try:
         server = Server(
             connector,
