@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from asyncq import Client, Connector, ServeMux, Task
+from asyncq import Client, Connector, Inspector, ServeMux, Task
 from asyncq._cluster.slots import queue_slot
+from asyncq._worker.watches import MAX_WATCHED_QUEUES
 from asyncq.testing import eventually
 from tests.worker_helpers import key, running_server, signalling_mux
 
@@ -57,16 +56,22 @@ def _same_node_queue(connector: Connector, queue: str) -> str:
     raise AssertionError("no other queue name on the same node")
 
 
+def _more_than_watched(queue: str, *first: str) -> dict[str, int]:
+    """``first``, then other queues named after ``queue``: one more than a worker watches."""
+    names = [*first, *(f"{queue}-x{n}" for n in range(MAX_WATCHED_QUEUES))]
+    return dict.fromkeys(names[: MAX_WATCHED_QUEUES + 1], 1)
+
+
 async def test_a_worker_that_cannot_watch_is_woken_by_an_enqueue(
     connector: Connector, queue_name: str
 ) -> None:
-    """One slot for two queues: no watch, and the poll is a minute away. The queues
-    share a node (on the cluster, in two slots), so one connection subscribes to both."""
+    """More queues than a worker watches: no watch, and the poll is a minute away. Two of
+    the queues share a node (on the cluster, in two slots): one connection subscribes to
+    both."""
     other = _same_node_queue(connector, queue_name)
     mux, ran = signalling_mux()
-    async with running_server(
-        connector, mux, {queue_name: 1, other: 1}, concurrency=1, task_check_interval=NO_POLL
-    ) as server:
+    queues = _more_than_watched(queue_name, queue_name, other)
+    async with running_server(connector, mux, queues, task_check_interval=NO_POLL) as server:
         await eventually(server.component("waker").subscribed.is_set, what="the subscription")
         assert await _subscribers_are(connector, [queue_name, other], 1)
         async with Client(connector) as client:
@@ -77,43 +82,37 @@ async def test_a_worker_that_cannot_watch_is_woken_by_an_enqueue(
 async def test_the_subscription_lapses_once_the_worker_watches_again(
     connector: Connector, queue_name: str
 ) -> None:
-    """Two slots for two queues: a long task leaves one slot, so the worker waits for
-    wake-ups; once it is done, the worker watches again and the subscription goes."""
+    """A paused queue holding a task wakes every watch at once, so the worker waits for
+    wake-ups instead; once the queue runs again and is empty, the worker watches again
+    and the subscription goes."""
     other = f"{queue_name}-other"
-    release = asyncio.Event()
-    quick_ran = asyncio.Event()
+    ran: list[str] = []
     mux = ServeMux()
 
-    @mux.handler("long")
-    async def long(task: Task) -> None:
-        await release.wait()
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.queue or "")
 
-    @mux.handler("quick")
-    async def quick(task: Task) -> None:
-        quick_ran.set()
-
-    async with (
-        running_server(
+    async with Client(connector) as client, Inspector(connector) as inspector:
+        await client.enqueue(Task("t"), queue=queue_name)
+        await inspector.pause(queue_name)
+        async with running_server(
             connector, mux, {queue_name: 1, other: 1}, concurrency=2, task_check_interval=NO_POLL
-        ) as server,
-        Client(connector) as client,
-    ):
-        waker = server.component("waker")
-        waker.linger = 0.2
-        assert await _subscribers(connector, queue_name) == 0
-        await client.enqueue(Task("long"), queue=queue_name)
-        await eventually(waker.subscribed.is_set, what="the subscription, with one slot left")
-        await client.enqueue(Task("quick"), queue=other)
-        await eventually(quick_ran.is_set, within=10, what="the quick task, through a wake-up")
-        release.set()
-        await eventually(lambda: server.running_tasks == 0, what="the long task to end")
-        await eventually(lambda: not waker.subscribed.is_set(), what="the subscription to go")
-        await eventually(
-            lambda: _subscribers_are(connector, [queue_name, other], 0), what="no subscriber"
-        )
-        quick_ran.clear()
-        await client.enqueue(Task("quick"), queue=other)
-        await eventually(quick_ran.is_set, within=10, what="the next task, through a watch")
+        ) as server:
+            waker = server.component("waker")
+            waker.linger = 0.2
+            await eventually(waker.subscribed.is_set, what="the subscription, for the pause")
+            await client.enqueue(Task("t"), queue=other)
+            await eventually(lambda: ran == [other], within=10, what="the task, by a wake-up")
+            await inspector.unpause(queue_name)
+            await client.enqueue(Task("t"), queue=other)  # its wake-up finds both
+            await eventually(lambda: len(ran) == 3, within=10, what="both tasks")
+            await eventually(lambda: not waker.subscribed.is_set(), what="the subscription to go")
+            await eventually(
+                lambda: _subscribers_are(connector, [queue_name, other], 0), what="no subscriber"
+            )
+            await client.enqueue(Task("t"), queue=other)
+            await eventually(lambda: len(ran) == 4, within=10, what="the next task, by a watch")
 
 
 async def _subscribers_are(connector: Connector, queues: list[str], count: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -62,6 +63,38 @@ async def test_idle_worker_takes_a_task_from_a_go_client_at_once(
         await write_like_go(connector, queue_name, "go-1")
         await eventually(ran.is_set, within=10, what="the task to start without the poll")
         await eventually(lambda: _processed(connector, queue_name, 1), what="the ack")
+
+
+async def test_a_worker_with_fewer_free_slots_than_queues_still_takes_go_tasks_at_once(
+    connector: Connector, queue_name: str
+) -> None:
+    """One slot for three queues (a CPU-count default, or a busy worker): two watches ask
+    for no task and only wake the worker, which then dequeues; never two tasks at once."""
+    queues = [f"{queue_name}-{n}" for n in "abc"]
+    running: list[str] = []
+    seen: list[str] = []
+    overlapped = False
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        nonlocal overlapped
+        overlapped = overlapped or bool(running)
+        running.append(task.id or "")
+        await asyncio.sleep(0)  # let another task start here, were the slot not taken
+        running.remove(task.id or "")
+        seen.append(task.id or "")
+
+    async with running_server(
+        connector, mux, dict.fromkeys(queues, 1), concurrency=1, task_check_interval=NO_POLL
+    ):
+        for queue in queues:
+            await eventually(partial(_has_watch, connector, queue), what=f"a watch on {queue}")
+        for queue in reversed(queues):  # the last queues' watches ask for no task
+            task_id = f"go-{queue}"
+            await write_like_go(connector, queue, task_id)
+            await eventually(partial(operator.contains, seen, task_id), within=10, what=task_id)
+    assert not overlapped, "more tasks at once than the concurrency"
 
 
 async def test_watches_on_several_queues_lose_no_task(

@@ -266,10 +266,10 @@ class Dispatcher:
         """
         interval = self.config.task_check_interval
         queues = self.router.queues
+        # One free slot is enough: watches share the free slots, and one given none
+        # only wakes the worker (see ``watches``).
         can_watch = (
-            self.watches.available
-            and len(queues) <= MAX_WATCHED_QUEUES
-            and self.slots.free >= len(queues)
+            self.watches.available and len(queues) <= MAX_WATCHED_QUEUES and self.slots.free >= 1
         )
         if not (can_watch and self._watch_next) or self._stop.is_set():
             self._watch_next = True
@@ -322,10 +322,12 @@ class Dispatcher:
         found: list[tuple[QueueKeys, str, bytes]] = []
         emptied = True
         for one in armed:
-            taken, wait_plainly, answered = await self.watches.collect(one)
+            taken, wait_plainly, answered, woken = await self.watches.collect(one)
             if wait_plainly:
                 self._watch_next = False  # so a paused queue cannot make the loop spin
-            emptied = emptied and answered and len(taken) < one.count
+            # A watch that asked for no task leaves the one that woke it to a dequeue.
+            left = len(taken) < one.count if one.count else not woken
+            emptied = emptied and answered and left
             found += [(one.watch.keys, task_id, raw) for task_id, raw in taken]
         if found:
             expiry = await self._lease_after_the_wait(found, lease_expiry)

@@ -13,6 +13,10 @@ each trip between processes costs a lot on a machine whose cores sleep when idle
 the wait times out, the dequeue runs anyway: that is the poll. Every blocked worker is
 answered (the task stays in pending), and the dequeue script decides who gets it.
 
+The free concurrency slots are shared among the watches. With fewer slots than queues,
+the last queues' dequeues ask for no task: their wait only wakes the worker, which then
+dequeues the ordinary way (by priority), one trip more for those queues.
+
 A watch that is no longer needed (another queue got a task, or the server stops) is
 released with CLIENT UNBLOCK: its wait ends at once, its dequeue still runs, and what it
 took is handed over too, so no task is left leased to nobody. A connection lost just
@@ -40,7 +44,7 @@ from asyncq._cluster.links import LinkUnusable, ScriptLink
 __all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Collected", "Watches"]
 
 # A worker serving more queues than this waits on wake-up messages and the poll instead:
-# each watch holds a connection and at least one concurrency slot while it waits.
+# each watch holds a connection (and a blocked client in Redis) while it waits.
 MAX_WATCHED_QUEUES = 8
 
 
@@ -77,6 +81,7 @@ class Collected(NamedTuple):
     taken: list[tuple[str, bytes]]  # (task id, message) of each task its dequeue took
     wait_plainly: bool  # woken for a paused queue, or refused: wait the ordinary way once
     answered: bool  # the dequeue's reply was read (so ``taken`` is all it took)
+    woken: bool  # the wait ended because a task landed (not released, not timed out)
 
 
 class Watches:
@@ -91,7 +96,8 @@ class Watches:
     async def arm(
         self, queues: list[str], slots: int, block: float, lease_expiry: int
     ) -> list[ArmedWatch] | None:
-        """Send each queue's wait and dequeue, sharing ``slots`` among the queues.
+        """Send each queue's wait and dequeue, sharing ``slots`` among the queues (with
+        fewer slots than queues, the last queues' dequeues ask for none).
 
         Returns None (and sends nothing) when a watch cannot be opened; the caller then
         waits the ordinary way. Every armed watch must be collected.
@@ -161,9 +167,10 @@ class Watches:
         taken = [] if refused else self.broker.dequeue_taken(watch.keys, armed.record, reply)
         if refused or isinstance(moved, hiredis.ReplyError):
             await self._refused(watch, reply if refused else moved)
-            return Collected(taken, True, not refused)
+            return Collected(taken, True, not refused, False)
         paused = isinstance(reply, int)  # the dequeue's answer for a paused queue
-        return Collected(taken, moved is not None and paused, True)
+        woken = moved is not None
+        return Collected(taken, woken and paused, True, woken)
 
     async def _send_again(self, armed: ArmedWatch) -> Collected:
         """The watch's connection went, maybe after its dequeue ran and leased tasks, but
@@ -174,8 +181,8 @@ class Watches:
             taken = await self.broker.send_dequeue(armed.watch.keys, armed.script_keys, armed.args)
         except Exception as error:  # the recoverer brings any taken task back in the end
             self.logger.warning("could not send the dequeue of a lost watch again: %s", error)
-            return Collected([], False, False)
-        return Collected(taken, False, True)
+            return Collected([], False, False, False)
+        return Collected(taken, False, True, False)
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""
