@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
-__all__ = ["LuaScript", "ScriptHeader", "load_script", "script_names"]
+from redis import exceptions as rx
+
+__all__ = ["LuaScript", "ScriptHeader", "evalsha_loading", "load_script", "script_names"]
 
 _HEADER_LINE = re.compile(r"^--\s*(KEYS\[\d+\]|ARGV\[\d+\]|DERIVED|RETURNS)\s*=\s*(.*)$")
 
@@ -74,3 +78,15 @@ def load_script(name: str) -> LuaScript:
     source = (resources.files("asyncq._broker") / "lua" / f"{name}.lua").read_text("utf-8")
     sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
     return LuaScript(name=name, source=source, sha=sha, header=_parse_header(source))
+
+
+async def evalsha_loading(
+    client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[str | bytes | int | float]
+) -> Any:
+    """Run a script through a redis-py client, loading it where the node does not know
+    it yet (a promoted replica or a restarted server has an empty script cache)."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except rx.NoScriptError:
+        await client.script_load(script.source)
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
