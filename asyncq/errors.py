@@ -72,43 +72,54 @@ class TaskIdConflictError(AsyncqError):
 class ConnectionFailedError(AsyncqError, ConnectionError):
     """Redis could not be reached, or kept failing, until the connector's deadline passed."""
 
-    def __init__(self, address: str, waited: float, cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        waited: float,
+        cause: BaseException | None = None,
+        *,
+        hint: str = "check that the server runs and the address is right",
+    ) -> None:
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        super().__init__(
-            f"could not reach Redis at {address} within {waited:.1f}s{detail}; "
-            "check that the server runs and the address is right"
-        )
+        super().__init__(f"could not reach Redis at {address} within {waited:.1f}s{detail}; {hint}")
         self.address = address
         self.waited = waited
 
 
 class RedisRefusedError(ConnectionFailedError):
     """Redis answered, but refused this connector (wrong credentials, or a single server
-    given to ``RedisClusterConnector``), or the connector could not trust it (a TLS
-    certificate that fails verification, a TLS connection to a plain port). Trying again
-    cannot help, so it is raised at once (a ``ConnectionFailedError``, so code that
-    handles that one handles this too)."""
+    given to ``RedisClusterConnector``), or, at the first contact, the connector could
+    not trust it (a TLS certificate from an issuer it does not trust, or issued for
+    another name). Trying again cannot help, so it is raised at once (a
+    ``ConnectionFailedError``, so code that handles that one handles this too)."""
 
     def __init__(self, address: str, cause: BaseException) -> None:
         text = str(cause)
-        lowered = text.lower()
         what = f"Redis at {address} refused the connection"
-        if "certificate verify failed" in lowered or "wrong version number" in lowered:
+        verify_code = getattr(cause, "verify_code", None)
+        if verify_code is not None:
             what = f"no trusted TLS connection to Redis at {address}"
-        if "cluster mode is not enabled" in lowered:
+            hint = _certificate_hint(verify_code)
+        elif "cluster mode is not enabled" in text.lower():
             hint = "it is not a cluster node: use RedisConnector for a single Redis server"
-        elif "certificate verify failed" in lowered:
-            hint = (
-                "the server's TLS certificate is not trusted: give the connector the CA "
-                "that signed it (tls_ca_certs, or ssl_ca_certs in a rediss:// URL)"
-            )
-        elif "wrong version number" in lowered:
-            hint = "the port does not speak TLS: use its TLS port, or connect without TLS"
         else:
             hint = "check the username and password given to the connector"
         AsyncqError.__init__(self, f"{what} ({text}); {hint}")
         self.address = address
         self.waited = 0.0
+
+
+def _certificate_hint(verify_code: int) -> str:
+    """What to change for a certificate that failed verification with ``verify_code``."""
+    if verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+        return (
+            "the certificate was issued for other host names or addresses: connect by one "
+            "it lists, or have one issued for this one"
+        )
+    return (
+        "the server's TLS certificate is not trusted: give the connector the CA that signed "
+        "it (tls_ca_certs, ssl_ca_certs in a rediss:// URL, --tls-ca-certs on the command line)"
+    )
 
 
 class NotReplicatedError(AsyncqError):

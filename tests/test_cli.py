@@ -36,7 +36,8 @@ from examples.tutorial.client import enqueue_tutorial_tasks
 from tests.worker_helpers import key, task_state
 
 ENV_NAMES = ("ASYNCQ_REDIS_URL", "ASYNCQ_CLUSTER_NODES", "ASYNCQ_REDIS_TLS",
-             "ASYNCQ_REDIS_USERNAME", "ASYNCQ_REDIS_PASSWORD")  # fmt: skip
+             "ASYNCQ_REDIS_TLS_CA_CERTS", "ASYNCQ_REDIS_USERNAME",
+             "ASYNCQ_REDIS_PASSWORD")  # fmt: skip
 TUTORIAL_SLOTS = {"images": 9450, "notifications": 16340, "webhooks": 4418}
 
 
@@ -348,6 +349,20 @@ def test_a_flag_wins_over_the_other_topology_set_in_the_environment(url: list[st
     assert result.exit_code == 0, result.output  # --redis-url, not the cluster of the env
     both = invoke("queue", "ls", "--cluster-nodes", "127.0.0.1:1", *url)
     assert "give --cluster-nodes or --redis-url, not both" in one_error_line(both, exit_code=2)
+
+
+def test_a_ca_file_is_for_tls_and_one_from_the_environment_leaves_plain_urls_alone(
+    url: list[str], tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("not read for a plain URL")
+    environment = {**dict.fromkeys(ENV_NAMES, None), "ASYNCQ_REDIS_TLS_CA_CERTS": str(ca_file)}
+    result = CliRunner().invoke(cli, ["queue", "ls", *url], env=environment)
+    assert result.exit_code == 0, result.output
+    given = invoke("queue", "ls", *url, "--tls-ca-certs", str(ca_file))
+    assert "--tls-ca-certs needs --cluster-nodes or a rediss:// URL" in one_error_line(
+        given, exit_code=2
+    )
 
 
 def test_a_blank_task_type_is_a_usage_error_and_nothing_is_written(url: list[str]) -> None:

@@ -9,6 +9,7 @@ not come back as taken by its own first send.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -242,6 +244,65 @@ async def test_a_certificate_that_fails_verification_is_refused_at_once_saying_w
     assert time.monotonic() - started < 25, "not retried until the deadline"
 
 
+async def test_a_certificate_for_another_name_is_refused_at_once_saying_so(
+    tls_servers: TlsServers,
+) -> None:
+    """The certificate names 127.0.0.1 only; the CA is the right one."""
+    connector = RedisConnector(
+        host="localhost",
+        port=tls_servers.tls_port,
+        tls=True,
+        tls_ca_certs=str(tls_servers.ca_file),
+        retry_deadline=30,
+    )
+    started = time.monotonic()
+    with pytest.raises(RedisRefusedError, match="issued for other host names") as raised:
+        await connector.connect()
+    assert "mismatch" in str(raised.value)
+    assert time.monotonic() - started < 25, "not retried until the deadline"
+
+
+async def test_once_connected_a_certificate_failure_is_tried_again(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """A certificate being swapped (or a clock a little off) must not fail calls for good:
+    after the first contact, verification failures are retried like lost connections."""
+    other = make_tls_files(tmp_path / "other-ca")  # a CA the connector does not trust
+    # Verbose: the server logs each TLS handshake it refuses.
+    server, tls_port = _start_with_tls(tls_files, "--loglevel", "verbose")
+    queue = "tls-swap"
+    try:
+        admin = server.admin_client()
+        connector = RedisConnector(
+            host="127.0.0.1", port=tls_port, tls=True, tls_ca_certs=str(tls_files.ca_cert),
+            retry_deadline=30,
+        )  # fmt: skip
+        async with connector, Client(connector) as client:
+            first = await client.enqueue(Task("before"), queue=queue)
+            _serve_certificate(admin, other)
+            admin.client_kill_filter(_type="normal", skipme=True)  # the client's links too
+            pending = asyncio.ensure_future(client.enqueue(Task("during"), queue=queue))
+            await eventually(
+                lambda: "Error accepting a client" in server.log_tail(200),
+                what="a refused handshake",
+            )
+            assert not pending.done()
+            _serve_certificate(admin, tls_files)
+            second = await pending
+        stored = admin.lrange(f"asynq:{{{queue}}}:pending", 0, -1)
+        assert sorted(stored) == sorted([first.id, second.id])
+    finally:
+        server.close()
+
+
+def _serve_certificate(admin: redis.Redis, files: TlsFiles) -> None:
+    """Make the server present ``files``' certificate to new TLS connections."""
+    admin.execute_command(  # both at once: each alone would not match the other
+        "CONFIG", "SET", "tls-cert-file", str(files.server_cert),
+        "tls-key-file", str(files.server_key),
+    )  # fmt: skip
+
+
 # -- a cluster over TLS (client ports, cluster bus and replication) ----------------------------
 
 
@@ -269,12 +330,19 @@ async def test_the_cluster_tutorial_runs_over_tls(
         seen.append((task.queue or "", task.id or ""))
 
     async with _cluster_connector(tls_cluster, tls_files) as connector:
-        masters = {connector.node_of(f"asynq:{{{q}}}:pending") for q in queues}
-        assert len(masters) == 3 and masters <= set(tls_cluster.tls_seeds), "TLS ports"
+        masters = [connector.node_of(f"asynq:{{{q}}}:pending") for q in queues]
+        assert len(set(masters)) == 3 and set(masters) <= set(tls_cluster.tls_seeds)
         # Concurrency 20, as in the tutorial: a watch per queue needs a free slot each.
         async with running_server(
             connector, mux, dict.fromkeys(queues, 1), concurrency=20, task_check_interval=NO_POLL
         ):
+            for master in masters:  # else the asyncq enqueues' wake-ups could do it all
+                node = tls_cluster.nodes[tls_cluster.tls_seeds.index(master)]
+                port = int(master.rpartition(":")[2])
+                await eventually(
+                    partial(_watching_over_tls, node.admin_client(), port),
+                    what=f"a watch over TLS on {master}",
+                )
             async with Client(connector) as client:
                 for queue in queues:
                     await client.enqueue(Task("t"), queue=queue, task_id=f"py-{queue}")

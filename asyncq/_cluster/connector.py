@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -28,8 +29,8 @@ from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript, evalsha_loading
 from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
 from asyncq._cluster.replicated import ReplicatedCalls
-from asyncq._cluster.retry import call_with_retry
-from asyncq.errors import ConnectionFailedError, InvalidOptionError
+from asyncq._cluster.retry import call_with_retry, untrusted_certificate
+from asyncq.errors import ConnectionFailedError, InvalidOptionError, RedisRefusedError
 
 __all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_address"]
 
@@ -66,6 +67,14 @@ def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
 
 def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+class _Untrusted(Exception):
+    """A first contact met a TLS certificate it cannot trust: not to be tried again."""
+
+    def __init__(self, verify_error: ssl.SSLCertVerificationError) -> None:
+        super().__init__()
+        self.verify_error = verify_error
 
 
 class Connector(ABC):
@@ -144,6 +153,11 @@ class Connector(ABC):
                 await self._handshake(client)
             except Exception as error:
                 failures.append(error)
+                # A server the connector cannot trust will not become trusted by waiting.
+                # (Later, a certificate failure is tried again: a rotation may be under way.)
+                untrusted = untrusted_certificate(error)
+                if untrusted is not None:
+                    raise _Untrusted(untrusted) from error
                 raise
 
         try:
@@ -152,17 +166,33 @@ class Connector(ABC):
             # own retry), well past the deadline.
             async with asyncio.timeout(self.retry_deadline):
                 await call_with_retry(attempt, deadline=self.retry_deadline, address=self.address)
+            self._client = client
+            self._links = self._make_links()
         except TimeoutError as error:
-            await client.aclose()
+            await self._give_up(client)
             # The bound usually cuts short an attempt after a pause: the error before it
             # (connection refused, ...) says more than the cut.
             cause = failures[-1] if failures else TimeoutError("no reply to the first command")
-            raise ConnectionFailedError(self.address, self.retry_deadline, cause) from error
+            hint = "check that the server runs and the address is right"
+            if self.tls:  # a plain port never answers a TLS handshake: it times out
+                hint = (
+                    "check that the server runs, the address is right and the port is its TLS one"
+                )
+            raise ConnectionFailedError(
+                self.address, self.retry_deadline, cause, hint=hint
+            ) from error
+        except _Untrusted as untrusted:
+            await self._give_up(client)
+            raise RedisRefusedError(self.address, untrusted.verify_error) from untrusted.__cause__
         except BaseException:
-            await client.aclose()
+            await self._give_up(client)
             raise
-        self._client = client
-        self._links = self._make_links()
+
+    async def _give_up(self, client: RedisClient) -> None:
+        """Close a client whose first contact failed; the connector stays unconnected."""
+        self._client = None
+        self._links = None
+        await client.aclose()
 
     async def aclose(self) -> None:
         """Close the client once its last user is done with it."""

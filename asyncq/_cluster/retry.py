@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -18,7 +19,13 @@ from redis import exceptions as rx
 
 from asyncq.errors import ConnectionFailedError, RedisRefusedError
 
-__all__ = ["RETRYABLE_ERRORS", "call_with_retry", "is_refusal", "is_retryable"]
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "call_with_retry",
+    "is_refusal",
+    "is_retryable",
+    "untrusted_certificate",
+]
 
 T = TypeVar("T")
 
@@ -55,8 +62,7 @@ def is_retryable(error: BaseException) -> bool:
     return False
 
 
-# What Redis says when it refuses the connector itself, however often it is asked, or what
-# the connector says of a server it cannot trust. (redis-py
+# What Redis says when it refuses the connector itself, however often it is asked. (redis-py
 # wraps some of these in a ConnectionError, or in RedisClusterException's "cannot be
 # connected" while it looks for a seed, both otherwise passing faults.)
 _REFUSALS = (
@@ -65,10 +71,14 @@ _REFUSALS = (
     "wrongpass",
     "noauth",
     "cluster mode is not enabled",
-    # TLS: the server's certificate is not trusted, or a TLS client met a plain port.
-    "certificate verify failed",
-    "wrong version number",
 )
+
+# OpenSSL's verify codes for a certificate that waiting will not make valid: an issuer
+# the connector does not trust (self-signed, unknown, untrusted), or a host name or
+# address the certificate was not issued for. Not yet valid or expired may be a
+# certificate being rotated or a clock off by a little: those are tried again.
+_UNTRUSTED_ISSUER = frozenset({18, 19, 20, 21, 27})
+_WRONG_NAME = frozenset({62, 64})
 
 
 def is_refusal(error: BaseException) -> bool:
@@ -77,6 +87,21 @@ def is_refusal(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return any(refusal in text for refusal in _REFUSALS)
+
+
+def untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The TLS certificate verification failure behind ``error`` (redis-py wraps it) that
+    trying again cannot fix, if that is what it is."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) and (
+            current.verify_code in _UNTRUSTED_ISSUER | _WRONG_NAME
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _raised_inside_redis_py(error: BaseException) -> bool:

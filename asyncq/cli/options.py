@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -78,8 +79,10 @@ def make_connector(
         raise click.UsageError("give --cluster-nodes or --redis-url, not both")
     if tls and not cluster_nodes:
         raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
-    if tls_ca_certs and not cluster_nodes and not (redis_url or "").startswith("rediss://"):
-        raise click.UsageError("--tls-ca-certs needs --cluster-nodes or a rediss:// URL")
+    if tls_ca_certs and not cluster_nodes and urlsplit(redis_url or DEFAULT_URL).scheme != "rediss":
+        if not _from_environment("tls_ca_certs"):
+            raise click.UsageError("--tls-ca-certs needs --cluster-nodes or a rediss:// URL")
+        tls_ca_certs = None  # a CA set for other commands means nothing to a plain URL
     connector: Connector
     if cluster_nodes:
         connector = RedisClusterConnector(
@@ -99,6 +102,14 @@ def make_connector(
     if retry_deadline is not None:
         connector.retry_deadline = retry_deadline
     return connector
+
+
+def _from_environment(parameter: str) -> bool:
+    """Whether the command's ``parameter`` came from its environment variable."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    return context.get_parameter_source(parameter) == click.core.ParameterSource.ENVIRONMENT
 
 
 def _flag_over_environment(cluster_nodes: str, redis_url: str) -> tuple[str | None, str | None]:

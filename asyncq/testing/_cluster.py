@@ -27,7 +27,6 @@ from asyncq.testing._support import (
     NotReady,
     cluster_info_of,
     find_redis_server,
-    free_port,
     free_ports,
     raw_command,
     redis_server_version,
@@ -159,6 +158,14 @@ def _cluster_slots(client: redis.Redis) -> list[SlotRange]:
 
 def _find_slot(ranges: Iterable[SlotRange], slot: int) -> SlotRange | None:
     return next((r for r in ranges if r.start <= slot <= r.end), None)
+
+
+class _NodePorts(NamedTuple):
+    """The ports of one node: clients, the cluster bus, and TLS clients (0: no TLS)."""
+
+    client: int
+    bus: int
+    tls: int
 
 
 class LocalRedisCluster:
@@ -317,8 +324,8 @@ class LocalRedisCluster:
 
     def _pick_ports(
         self, count: int, preferred: Sequence[int] | None, exclude: Collection[int] = ()
-    ) -> list[tuple[int, int]]:
-        """Return ``count`` (client port, bus port) pairs, all distinct and currently free."""
+    ) -> list[_NodePorts]:
+        """Return the ports of ``count`` nodes, all distinct and currently free."""
         client_ports = free_ports(count, preferred=preferred, exclude=exclude, host=self.host)
         avoid = {*exclude, *client_ports}
         bus_preferred = [port + CLUSTER_BUS_PORT_OFFSET for port in client_ports]
@@ -329,30 +336,30 @@ class LocalRedisCluster:
             exclude=avoid,
             host=self.host,
         )
-        return list(zip(client_ports, bus_ports, strict=True))
+        tls_ports = [0] * count
+        if self.tls is not None:
+            tls_ports = free_ports(count, exclude={*avoid, *bus_ports}, host=self.host)
+        return [
+            _NodePorts(*ports) for ports in zip(client_ports, bus_ports, tls_ports, strict=True)
+        ]
 
-    def _make_node(self, index: int, port: int, bus_port: int, binary: str) -> RedisServerProcess:
+    def _make_node(self, index: int, ports: _NodePorts, binary: str) -> RedisServerProcess:
         directory = self.directory / f"node-{index}"
         # A failed attempt may have left a nodes.conf claiming other ports; start clean.
         shutil.rmtree(directory, ignore_errors=True)
-        tls_port = None
-        if self.tls is not None:  # a taken TLS port fails the bind too: picked anew here
-            tls_port = self.tls_ports[index] = free_port(self.host)
         return RedisServerProcess(
-            port,
+            ports.client,
             host=self.host,
             directory=directory,
-            extra_args=self._node_args(bus_port, tls_port),
+            extra_args=self._node_args(ports.bus, ports.tls or None),
             redis_server=binary,
         )
 
     def _launch_nodes(self, binary: str, deadline: float) -> None:
-        pairs = self._pick_ports(self.size, self._preferred_ports)
-        self.tls_ports = [0] * self.size if self.tls is not None else []
-        self.nodes = [
-            self._make_node(index, port, bus, binary) for index, (port, bus) in enumerate(pairs)
-        ]
-        self._bus_ports = [bus for _, bus in pairs]
+        picked = self._pick_ports(self.size, self._preferred_ports)
+        self.nodes = [self._make_node(index, ports, binary) for index, ports in enumerate(picked)]
+        self._bus_ports = [ports.bus for ports in picked]
+        self.tls_ports = [ports.tls for ports in picked] if self.tls is not None else []
         pending = list(range(self.size))
         for attempt in range(BIND_ATTEMPTS):
             # Launch everything before waiting for anything: startup cost is paid in parallel.
@@ -371,12 +378,14 @@ class LocalRedisCluster:
             if not failed:
                 return
             # Someone took a port between our probe and redis' bind(); move those nodes.
-            in_use = {*(node.port for node in self.nodes), *self._bus_ports}
+            in_use = {*(node.port for node in self.nodes), *self._bus_ports, *self.tls_ports}
             fresh = self._pick_ports(len(failed), None, exclude=in_use)
-            for index, (port, bus) in zip(failed, fresh, strict=True):
+            for index, ports in zip(failed, fresh, strict=True):
                 self.nodes[index].close()
-                self.nodes[index] = self._make_node(index, port, bus, binary)
-                self._bus_ports[index] = bus
+                self.nodes[index] = self._make_node(index, ports, binary)
+                self._bus_ports[index] = ports.bus
+                if self.tls is not None:
+                    self.tls_ports[index] = ports.tls
             pending = failed
 
     def _configure(self, deadline: float) -> None:
