@@ -378,6 +378,22 @@ async def test_a_resent_dequeue_gets_the_same_tasks_back(
     assert await connector.client.llen(key(queue_name, "active")) == 2
 
 
+async def test_packed_pairs_unpack_in_redis_at_every_size_boundary(
+    standalone_connector: Connector,
+) -> None:
+    """Redis's cmsgpack reads back exactly what was packed: strings below, at and above the
+    sizes where the framing changes (a table of short heads, then str32)."""
+    sizes = [0, 1, 36, 1023, 1024, 1025, 65535, 65536, 70000]
+    firsts = [bytes([65 + n % 26]) * size for n, size in enumerate(sizes)]
+    seconds = [b"\x00\xff" * (size // 2) for size in reversed(sizes)]
+    blob = pack_pairs(firsts, seconds)
+    unpacked = await standalone_connector.execute(
+        "EVAL", "return cmsgpack.unpack(ARGV[1])", 0, blob
+    )
+    expected = [item for pair in zip(firsts, seconds, strict=True) for item in pair]
+    assert unpacked == expected
+
+
 async def test_a_resent_batch_finds_its_own_tasks_and_adds_nothing(
     connector: Connector, queue_name: str
 ) -> None:
