@@ -173,3 +173,32 @@ def test_the_same_seed_gives_the_same_sequence_of_orders() -> None:
 def test_without_an_rng_the_router_still_orders_every_queue() -> None:
     router = QueueRouter({"a": 2, "b": 1})
     assert sorted(router.order()) == ["a", "b"]
+
+
+# -- watch shares --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 7])
+def test_strict_watch_shares_give_every_slot_to_the_highest_queue(slots: int) -> None:
+    router = QueueRouter({"low": 1, "high": 3, "mid": 2}, strict=True)
+    assert router.watch_shares(slots) == [("high", slots), ("mid", 0), ("low", 0)]
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 7, 32])
+def test_weighted_watch_shares_split_every_slot_evenly(slots: int) -> None:
+    router = QueueRouter({"a": 3, "b": 2, "c": 1}, rng=random.Random(5))
+    for _ in range(100):
+        shares = router.watch_shares(slots)
+        counts = [count for _, count in shares]
+        assert sorted(queue for queue, _ in shares) == ["a", "b", "c"]
+        assert sum(counts) == slots and max(counts) - min(counts) <= 1
+        assert counts == sorted(counts, reverse=True), "the remainder to the first queues"
+
+
+def test_a_single_weighted_slot_goes_to_each_queue_by_its_priority() -> None:
+    router = QueueRouter({"a": 3, "b": 2, "c": 1}, rng=random.Random(11))
+    given = Counter(
+        next(queue for queue, count in router.watch_shares(1) if count) for _ in range(ORDERS)
+    )
+    assert abs(given["a"] / ORDERS - 3 / 6) < TOLERANCE
+    assert abs(given["c"] / ORDERS - 1 / 6) < TOLERANCE

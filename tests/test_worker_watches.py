@@ -25,6 +25,7 @@ from asyncq import (
     Task,
 )
 from asyncq._cluster.slots import queue_slot
+from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.testing import LocalRedisCluster, ManualClock, RedisServerProcess, eventually
 from asyncq.testing.plugin import StandaloneTarget
 from tests.worker_helpers import counter, key, running_server, signalling_mux, write_like_go
@@ -95,6 +96,59 @@ async def test_a_worker_with_fewer_free_slots_than_queues_still_takes_go_tasks_a
             await write_like_go(connector, queue, task_id)
             await eventually(partial(operator.contains, seen, task_id), within=10, what=task_id)
     assert not overlapped, "more tasks at once than the concurrency"
+
+
+async def _burst_like_go(connector: Connector, queues: list[str], per_queue: int) -> None:
+    """``per_queue`` Go-style tasks into each queue, landing at one moment (one MULTI on a
+    single Redis), while the worker waits in its watches."""
+    async with connector.client.pipeline(transaction=True) as multi:
+        for queue in queues:
+            for n in range(per_queue):
+                task_id = f"{queue}-{n}"
+                msg = TaskMessage(type="t", id=task_id, queue=queue, retry=25, timeout=1800)
+                multi.hset(
+                    key(queue, f"t:{task_id}"),
+                    mapping={"msg": msg.SerializeToString(), "state": "pending"},
+                )
+                multi.lpush(key(queue, "pending"), task_id)
+        await multi.execute()
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["weighted", "strict"])
+async def test_a_burst_into_every_queue_never_runs_more_tasks_than_the_concurrency(
+    standalone_connector: Connector, queue_name: str, strict: bool
+) -> None:
+    """Tasks land in all three queues at once while two slots wait in three watches: at
+    most two run at a time, and in strict mode the two first are the highest queue's."""
+    connector = standalone_connector
+    queues = [f"{queue_name}-{n}" for n in "abc"]
+    started: list[str] = []
+    running = 0
+    most = 0
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        nonlocal running, most
+        started.append(task.queue or "")
+        running += 1
+        most = max(most, running)
+        for _ in range(5):  # let other tasks start meanwhile, were slots free
+            await asyncio.sleep(0)
+        running -= 1
+
+    priorities = dict(zip(queues, [3, 2, 1], strict=True))
+    async with running_server(
+        connector, mux, priorities, concurrency=2, strict_priority=strict,
+        task_check_interval=NO_POLL,
+    ):  # fmt: skip
+        for queue in queues:
+            await eventually(partial(_has_watch, connector, queue), what=f"a watch on {queue}")
+        await _burst_like_go(connector, queues, 2)
+        await eventually(lambda: len(started) == 6, within=10, what="all six tasks")
+    assert most <= 2, f"{most} tasks at once with concurrency 2"
+    if strict:
+        assert started[:2] == [queues[0], queues[0]], started
 
 
 async def test_watches_on_several_queues_lose_no_task(
@@ -411,7 +465,7 @@ async def test_a_watch_left_uncollected_makes_no_noise_when_its_link_closes(
     async with Client(connector) as client:  # the queue exists; the connector stays open
         await client.enqueue(Task("t"), queue=queue_name, process_in=3600)
         watches = Watches(Broker(connector), logging.getLogger("test"))
-        armed = await watches.arm([queue_name], 1, 30.0, int(time.time()) + 60)
+        armed = await watches.arm([(queue_name, 1)], 30.0, int(time.time()) + 60)
         assert armed is not None
         calls = [armed[0].moved, armed[0].dequeued]
         del armed

@@ -47,6 +47,22 @@ class QueueRouter:
         """Every queue served, highest priority first."""
         return list(self._strict_order)
 
+    def watch_shares(self, slots: int) -> list[tuple[str, int]]:
+        """Each queue, in this attempt's order, with how many of ``slots`` free slots its
+        watch may take tasks into (an idle worker's wait inside Redis; a watch given none
+        only wakes the worker, which then dequeues in the ordinary order).
+
+        Strict: every slot to the highest queue, so a lower queue's task never starts
+        ahead of a higher one's. Weighted: shared evenly, the rest to the queues that come
+        first this time, so with fewer slots than queues each queue's chance of a slot
+        follows its priority.
+        """
+        order = self.order()
+        if self.strict:
+            return [(queue, slots if index == 0 else 0) for index, queue in enumerate(order)]
+        share, extra = divmod(slots, len(order))
+        return [(queue, share + (index < extra)) for index, queue in enumerate(order)]
+
     def order(self) -> list[str]:
         """The queues in the order to try them this time."""
         if self.strict or len(self._strict_order) == 1:

@@ -99,10 +99,6 @@ class Dispatcher:
         self.jobs = jobs
         self.finisher = finisher
         self.slots = Slots(config.concurrency, on_free=self._slot_freed)
-        if len(router.queues) <= MAX_WATCHED_QUEUES:
-            # A worker waiting the ordinary way for want of slots looks again (and
-            # then watches) as soon as it has enough to watch every queue.
-            self.slots.call_when_free = len(router.queues)
         # Each dequeue asks for half of the slots, so that two can be on their way.
         self._per_fetch = max(1, min(MAX_BATCH, config.concurrency // MAX_FETCHES))
         self.deadlines = Deadlines(jobs)
@@ -112,6 +108,9 @@ class Dispatcher:
         self.watches = Watches(broker, self.logger)
         self.wake_ups = WakeUpDemand()  # the waker subscribes while this asks for it
         self._watch_next = True  # False for one wait after a watch woke for a paused queue
+        # The queues the next dequeue looks at, when only watches that took nothing were
+        # woken (the others' queues were just seen empty); None: every queue.
+        self._look_next: list[str] | None = None
         self._watch_stop: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
@@ -232,7 +231,8 @@ class Dispatcher:
         # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
         self._wake.clear()
         lease_expiry = int(self.clock.time() + self.config.lease_duration)
-        call = asyncio.ensure_future(self._fetch(wanted, lease_expiry))
+        only, self._look_next = self._look_next, None
+        call = asyncio.ensure_future(self._fetch(wanted, lease_expiry, only))
         call.add_done_callback(lambda _: self._slot_freed())  # wakes the loop, as a slot does
         return _Fetch(call, wanted, lease_expiry)
 
@@ -285,7 +285,8 @@ class Dispatcher:
         lease_expiry = int(self.clock.time() + self.config.lease_duration + interval)
         self._watch_stop = asyncio.get_running_loop().create_future()
         try:
-            launched, emptied = await self._watch(queues, wanted, interval, lease_expiry)
+            shares = self.router.watch_shares(wanted)
+            launched, emptied = await self._watch(shares, interval, lease_expiry)
         finally:
             self._watch_stop = None
         if launched < wanted:
@@ -293,12 +294,13 @@ class Dispatcher:
         return emptied
 
     async def _watch(
-        self, queues: list[str], wanted: int, block: float, lease_expiry: int
+        self, shares: list[tuple[str, int]], block: float, lease_expiry: int
     ) -> tuple[int, bool]:
         """Arm the watches, launch what the first to answer took, release and collect the
         others; returns how many tasks were launched (corrupt ones give their slot back)
-        and whether every queue was left empty."""
-        armed = await self.watches.arm(queues, wanted, block, lease_expiry)
+        and whether every queue was left empty. When only watches that took nothing were
+        woken, the next dequeue looks at their queues alone."""
+        armed = await self.watches.arm(shares, block, lease_expiry)
         if armed is None:  # no watch could be opened: wait the ordinary way this time
             with self.wake_ups.waiting():
                 await self._idle(block)
@@ -310,24 +312,31 @@ class Dispatcher:
         )
         answered = [one for one in armed if one.dequeued.done()]
         waiting = [one for one in armed if not one.dequeued.done()]
-        launched, emptied = await self._collect(answered, lease_expiry)
+        woken: list[str] = []  # queues whose watch took nothing, woken by a task
+        launched, emptied = await self._collect(answered, lease_expiry, woken)
         await self.watches.release(waiting)
-        launched_later, emptied_later = await self._collect(waiting, lease_expiry)
-        every_queue = len(armed) == len(queues)
-        return launched + launched_later, emptied and emptied_later and every_queue
+        launched_later, emptied_later = await self._collect(waiting, lease_expiry, woken)
+        emptied = emptied and emptied_later and len(armed) == len(shares)
+        if emptied and woken:  # every other queue was seen empty: look at these alone
+            self._look_next = woken
+            return launched + launched_later, False
+        return launched + launched_later, emptied
 
-    async def _collect(self, armed: list[ArmedWatch], lease_expiry: int) -> tuple[int, bool]:
-        """Launch what the watches took; returns how many, and whether each of them took
-        fewer tasks than it asked for (its queue was emptied)."""
+    async def _collect(
+        self, armed: list[ArmedWatch], lease_expiry: int, woken: list[str]
+    ) -> tuple[int, bool]:
+        """Launch what the watches took; returns how many, and whether each watch that
+        asked for tasks took fewer than it asked for (its queue was emptied). A watch
+        that asked for none and was woken by a task adds its queue to ``woken``."""
         found: list[tuple[QueueKeys, str, bytes]] = []
         emptied = True
         for one in armed:
-            taken, wait_plainly, answered, woken = await self.watches.collect(one)
+            taken, wait_plainly, answered, was_woken = await self.watches.collect(one)
             if wait_plainly:
                 self._watch_next = False  # so a paused queue cannot make the loop spin
-            # A watch that asked for no task leaves the one that woke it to a dequeue.
-            left = len(taken) < one.count if one.count else not woken
-            emptied = emptied and answered and left
+            if one.count == 0 and was_woken:
+                woken.append(one.watch.keys.name)
+            emptied = emptied and answered and (len(taken) < one.count or one.count == 0)
             found += [(one.watch.keys, task_id, raw) for task_id, raw in taken]
         if found:
             expiry = await self._lease_after_the_wait(found, lease_expiry)
@@ -356,16 +365,18 @@ class Dispatcher:
         return expiry
 
     async def _fetch(
-        self, wanted: int, lease_expiry: int
+        self, wanted: int, lease_expiry: int, only: list[str] | None = None
     ) -> tuple[list[tuple[QueueKeys, str, bytes]], bool]:
-        """Dequeue up to ``wanted`` tasks, trying the queues in the router's order.
+        """Dequeue up to ``wanted`` tasks, trying the queues (``only`` these, if given)
+        in the router's order.
 
         A queue that fails is logged and skipped, so the tasks already taken from other
         queues (now leased) still run; returns them and whether anything failed.
         """
         found: list[tuple[QueueKeys, str, bytes]] = []
         failed = False
-        for queue in self.router.order():
+        order = self.router.order()
+        for queue in order if only is None else [q for q in order if q in only]:
             keys = self.broker.keys(queue)
             try:
                 taken = await self.broker.dequeue(keys, wanted - len(found), lease_expiry)

@@ -13,9 +13,10 @@ each trip between processes costs a lot on a machine whose cores sleep when idle
 the wait times out, the dequeue runs anyway: that is the poll. Every blocked worker is
 answered (the task stays in pending), and the dequeue script decides who gets it.
 
-The free concurrency slots are shared among the watches. With fewer slots than queues,
-the last queues' dequeues ask for no task: their wait only wakes the worker, which then
-dequeues the ordinary way (by priority), one trip more for those queues.
+The free concurrency slots are shared among the watches (``QueueRouter.watch_shares``:
+all to the highest queue in strict mode, by weight otherwise). A watch given none asks
+its dequeue for no task: its wait only wakes the worker, which then dequeues from the
+queues so woken, in the ordinary order, one trip more.
 
 A watch that is no longer needed (another queue got a task, or the server stops) is
 released with CLIENT UNBLOCK: its wait ends at once, its dequeue still runs, and what it
@@ -94,26 +95,24 @@ class Watches:
         self._watches: dict[str, _Watch] = {}
 
     async def arm(
-        self, queues: list[str], slots: int, block: float, lease_expiry: int
+        self, shares: list[tuple[str, int]], block: float, lease_expiry: int
     ) -> list[ArmedWatch] | None:
-        """Send each queue's wait and dequeue, sharing ``slots`` among the queues (with
-        fewer slots than queues, the last queues' dequeues ask for none).
+        """Send each queue's wait and a dequeue of as many tasks as its share (0: the
+        wait only wakes the worker).
 
         Returns None (and sends nothing) when a watch cannot be opened; the caller then
         waits the ordinary way. Every armed watch must be collected.
         """
         block = max(block, 0.001)  # BLMOVE would read 0 as "wait forever"
         watches = []
-        for queue in queues:
+        for queue, _ in shares:
             watch = await self._watch(queue, block)
             if watch is None:
                 return None
             watches.append(watch)
-        share, extra = divmod(slots, len(watches))
         script = load_script("dequeue")
         armed = []
-        for index, watch in enumerate(watches):
-            count = share + (1 if index < extra else 0)
+        for watch, (_, count) in zip(watches, shares, strict=True):
             keys = watch.keys
             script_keys, args = self.broker.dequeue_call(keys, count, lease_expiry)
             wait = ("BLMOVE", keys.pending, keys.pending, "RIGHT", "RIGHT", block)
