@@ -7,6 +7,7 @@ import gc
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Connection as RedisConnection
@@ -139,6 +140,20 @@ async def test_a_server_that_never_answers_fails_within_the_retry_deadline() -> 
                 pass
     finally:
         server.close()
+
+
+def test_a_ca_file_that_is_not_there_or_a_plain_url_with_one_is_refused_when_made(
+    tmp_path: Path,
+) -> None:
+    missing = str(tmp_path / "no-such-ca.crt")
+    with pytest.raises(InvalidOptionError, match="tls_ca_certs: there is no file at"):
+        RedisConnector(tls=True, tls_ca_certs=missing)
+    with pytest.raises(InvalidOptionError, match="tls_ca_certs: there is no file at"):
+        RedisClusterConnector(["127.0.0.1:7000"], tls=True, tls_ca_certs=missing)
+    present = tmp_path / "ca.crt"
+    present.write_text("")
+    with pytest.raises(InvalidOptionError, match="use rediss://"):
+        RedisConnector("redis://127.0.0.1:6379/0", tls_ca_certs=str(present))
 
 
 @pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])

@@ -229,6 +229,13 @@ async def test_waiting_for_a_replica_works_over_tls(tls_servers: TlsServers) -> 
         assert replica.hget(f"asynq:{{{queue}}}:t:{confirmed.id}", "state") == "pending"
 
 
+async def test_a_ca_file_alone_means_tls(tls_servers: TlsServers) -> None:
+    connector = RedisConnector(port=tls_servers.tls_port, tls_ca_certs=str(tls_servers.ca_file))
+    async with connector, Client(connector) as client:
+        info = await client.enqueue(Task("t"), queue="tls-ca-alone")
+    assert tls_servers.admin.hget(f"asynq:{{tls-ca-alone}}:t:{info.id}", "state") == "pending"
+
+
 async def test_a_certificate_that_fails_verification_is_refused_at_once_saying_why(
     tls_servers: TlsServers,
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -368,6 +369,14 @@ class Connector(ABC):
         they could not (a kind of connection they do not know)."""
 
 
+def _ca_file(path: str | None) -> str | None:
+    """``tls_ca_certs``, checked: a file that is not there would otherwise show only as a
+    connection failing until the deadline."""
+    if path is not None and not os.path.isfile(path):
+        raise InvalidOptionError(f"tls_ca_certs: there is no file at {path!r}")
+    return path
+
+
 def _links_like(connection_class: type[Any], settings: dict[str, Any]) -> ScriptLinks | None:
     """Links that connect as redis-py's ``connection_class(**settings)`` does: plain TCP,
     or TLS with the very SSL context redis-py builds from the settings (certificates,
@@ -422,12 +431,17 @@ class RedisConnector(Connector):
             "protocol": 2,
             "retry": Retry(NoBackoff(), 1),
         }
+        ca_file = _ca_file(tls_ca_certs)
         if url is None:
             self._options.update(host=host, port=port, db=db)
-            if tls:
-                self._options.update(ssl=True, ssl_ca_certs=tls_ca_certs)
-        elif tls_ca_certs is not None:
-            self._options.update(ssl_ca_certs=tls_ca_certs)
+            if tls or ca_file is not None:
+                self._options.update(ssl=True, ssl_ca_certs=ca_file)
+        elif ca_file is not None:
+            if urlsplit(url).scheme != "rediss":
+                raise InvalidOptionError(
+                    f"tls_ca_certs is for TLS, but {url!r} is a plain redis:// URL: use rediss://"
+                )
+            self._options.update(ssl_ca_certs=ca_file)
 
     @property
     def address(self) -> str:
@@ -515,8 +529,9 @@ class RedisClusterConnector(Connector):
             # cluster-require-full-coverage no can keep serving the covered queues.
             "require_full_coverage": require_full_coverage,
         }
-        if tls:
-            self._options.update(ssl=True, ssl_ca_certs=tls_ca_certs)
+        ca_file = _ca_file(tls_ca_certs)
+        if tls or ca_file is not None:
+            self._options.update(ssl=True, ssl_ca_certs=ca_file)
 
     @property
     def address(self) -> str:
