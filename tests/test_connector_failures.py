@@ -150,6 +150,8 @@ def test_a_ca_file_that_is_not_there_or_a_plain_url_with_one_is_refused_when_mad
         RedisConnector(tls=True, tls_ca_certs=missing)
     with pytest.raises(InvalidOptionError, match="tls_ca_certs: there is no file at"):
         RedisClusterConnector(["127.0.0.1:7000"], tls=True, tls_ca_certs=missing)
+    with pytest.raises(InvalidOptionError, match="ssl_ca_certs in the URL: there is no file"):
+        RedisConnector(f"rediss://127.0.0.1:6379/0?ssl_ca_certs={missing}")
     present = tmp_path / "ca.crt"
     present.write_text("")
     with pytest.raises(InvalidOptionError, match="use rediss://"):

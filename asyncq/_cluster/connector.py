@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import hiredis
 from redis import exceptions as rx
@@ -369,11 +369,11 @@ class Connector(ABC):
         they could not (a kind of connection they do not know)."""
 
 
-def _ca_file(path: str | None) -> str | None:
-    """``tls_ca_certs``, checked: a file that is not there would otherwise show only as a
+def _ca_file(path: str | None, named: str = "tls_ca_certs") -> str | None:
+    """A CA file's path, checked: a file that is not there would otherwise show only as a
     connection failing until the deadline."""
     if path is not None and not os.path.isfile(path):
-        raise InvalidOptionError(f"tls_ca_certs: there is no file at {path!r}")
+        raise InvalidOptionError(f"{named}: there is no file at {path!r}")
     return path
 
 
@@ -420,6 +420,8 @@ class RedisConnector(Connector):
                 raise InvalidOptionError(f"Redis URL {url!r} must start with redis:// or rediss://")
             host = parts.hostname or host
             port = parts.port or port
+            for path in parse_qs(parts.query).get("ssl_ca_certs", []):
+                _ca_file(path, "ssl_ca_certs in the URL")  # checked as the argument is
         self._url = url
         self._host, self._port = host, port
         self._options = {
