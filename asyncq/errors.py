@@ -78,9 +78,10 @@ class ConnectionFailedError(AsyncqError, ConnectionError):
         waited: float,
         cause: BaseException | None = None,
         *,
-        hint: str = "check that the server runs and the address is right",
+        hint: str | None = None,
     ) -> None:
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        hint = hint or "check that the server runs and the address is right"
         super().__init__(f"could not reach Redis at {address} within {waited:.1f}s{detail}; {hint}")
         self.address = address
         self.waited = waited
@@ -109,9 +110,17 @@ class RedisRefusedError(ConnectionFailedError):
         self.waited = 0.0
 
 
+# OpenSSL's verify codes for a certificate that waiting will not make valid: an issuer
+# the connector does not trust (self-signed, unknown, untrusted), or a host name or
+# address the certificate was not issued for. (Not yet valid or expired may be a
+# certificate being rotated or a clock off by a little: those are tried again.)
+UNTRUSTED_ISSUER_CODES = frozenset({18, 19, 20, 21, 27})
+WRONG_NAME_CODES = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_/IP_ADDRESS_MISMATCH
+
+
 def _certificate_hint(verify_code: int) -> str:
     """What to change for a certificate that failed verification with ``verify_code``."""
-    if verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+    if verify_code in WRONG_NAME_CODES:
         return (
             "the certificate was issued for other host names or addresses: connect by one "
             "it lists, or have one issued for this one"

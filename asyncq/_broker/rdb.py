@@ -247,7 +247,7 @@ class Broker:
         replicas, seconds = self.wait_replicas
         check_args: list[Arg] = [keys.task_prefix, stored]
         check = (load_script("confirm_stored"), [keys.slot_guard], check_args)
-        reply, acknowledged, found = await self.connector.run_script_replicated(
+        reply, acknowledged, found = await self.connector.replicated.run(
             script, script_keys, first, resend=again, confirm=check, replicas=replicas,
             replica_timeout=seconds,
         )  # fmt: skip

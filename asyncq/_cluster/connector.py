@@ -106,7 +106,8 @@ class Connector(ABC):
         # Users that connect at the same moment (a client and a server entered together)
         # wait for one first contact, instead of each making a client of its own.
         self._connecting = asyncio.Lock()
-        self._replicated = ReplicatedCalls(self)
+        # Script calls that wait for replicas (``Client(wait_replicas=N)``).
+        self.replicated = ReplicatedCalls(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class Connector(ABC):
             # The bound usually cuts short an attempt after a pause: the error before it
             # (connection refused, ...) says more than the cut.
             cause = failures[-1] if failures else TimeoutError("no reply to the first command")
-            hint = "check that the server runs and the address is right"
+            hint = None
             if self.tls:  # a plain port never answers a TLS handshake: it times out
                 hint = (
                     "check that the server runs, the address is right and the port is its TLS one"
@@ -314,25 +315,6 @@ class Connector(ABC):
             return await evalsha_loading(client, script, keys, current)
 
         return await self.call(op)
-
-    async def run_script_replicated(
-        self,
-        script: LuaScript,
-        keys: Sequence[str],
-        args: Sequence[EncodableT],
-        *,
-        resend: Sequence[EncodableT],
-        confirm: tuple[LuaScript, Sequence[str], Sequence[EncodableT]],
-        replicas: int,
-        replica_timeout: float,
-    ) -> tuple[Any, int, int | None]:
-        """Run a script that stores tasks, then wait until ``replicas`` replicas of the node
-        hold them, for at most ``replica_timeout`` seconds (Redis's ``WAIT``); see
-        ``ReplicatedCalls.run``."""
-        return await self._replicated.run(
-            script, keys, args, resend=resend, confirm=confirm, replicas=replicas,
-            replica_timeout=replica_timeout,
-        )  # fmt: skip
 
     async def _run_on_link(
         self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]

@@ -17,7 +17,12 @@ from typing import TypeVar
 
 from redis import exceptions as rx
 
-from asyncq.errors import ConnectionFailedError, RedisRefusedError
+from asyncq.errors import (
+    UNTRUSTED_ISSUER_CODES,
+    WRONG_NAME_CODES,
+    ConnectionFailedError,
+    RedisRefusedError,
+)
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -73,13 +78,6 @@ _REFUSALS = (
     "cluster mode is not enabled",
 )
 
-# OpenSSL's verify codes for a certificate that waiting will not make valid: an issuer
-# the connector does not trust (self-signed, unknown, untrusted), or a host name or
-# address the certificate was not issued for. Not yet valid or expired may be a
-# certificate being rotated or a clock off by a little: those are tried again.
-_UNTRUSTED_ISSUER = frozenset({18, 19, 20, 21, 27})
-_WRONG_NAME = frozenset({62, 64})
-
 
 def is_refusal(error: BaseException) -> bool:
     """Whether Redis refused the connector's settings (credentials, topology): no retry."""
@@ -97,7 +95,7 @@ def untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError 
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError) and (
-            current.verify_code in _UNTRUSTED_ISSUER | _WRONG_NAME
+            current.verify_code in UNTRUSTED_ISSUER_CODES | WRONG_NAME_CODES
         ):
             return current
         current = current.__cause__ or current.__context__

@@ -89,7 +89,7 @@ def make_connector(
             cluster_nodes,
             username=username,
             password=password,
-            tls=tls or tls_ca_certs is not None,
+            tls=tls,
             tls_ca_certs=tls_ca_certs,
         )
     else:

@@ -1,6 +1,6 @@
 -- confirm_stored: write each given task's message again, unchanged, where the task is
 -- still stored with it, so that a WAIT sent right behind this call on the same connection
--- covers the writes that stored it (see Connector.run_script_replicated). It never stores
+-- covers the writes that stored it (see ReplicatedCalls.run). It never stores
 -- a task: one that is gone (taken and finished meanwhile) or whose message changed (taken
 -- and retried) is left as it is.
 --
