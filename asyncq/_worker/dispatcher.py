@@ -244,6 +244,9 @@ class Dispatcher:
         if len(found) < wanted:
             self.slots.give(wanted - len(found))
         if found:
+            # Tasks came since a watch woke for a paused queue: that queue may run again
+            # now, so the next wait may watch (a loop that keeps finding work cannot spin).
+            self._watch_next = True
             await self._launch_all(found, float(fetch.lease_expiry))
         if failed and not found:
             # Every queue failed (Redis down, busy or out of memory): pause instead of
