@@ -25,7 +25,7 @@ from asyncq import (
 from asyncq._cluster.retry import is_retryable
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
-from asyncq.testing.servers import free_port
+from asyncq.testing.servers import free_port, make_tls_files
 
 
 async def test_unreachable_server_fails_fast_naming_the_address() -> None:
@@ -152,10 +152,22 @@ def test_a_ca_file_that_is_not_there_or_a_plain_url_with_one_is_refused_when_mad
         RedisClusterConnector(["127.0.0.1:7000"], tls=True, tls_ca_certs=missing)
     with pytest.raises(InvalidOptionError, match="ssl_ca_certs in the URL: there is no file"):
         RedisConnector(f"rediss://127.0.0.1:6379/0?ssl_ca_certs={missing}")
-    present = tmp_path / "ca.crt"
-    present.write_text("")
+    present = str(make_tls_files(tmp_path).ca_cert)
     with pytest.raises(InvalidOptionError, match="use rediss://"):
-        RedisConnector("redis://127.0.0.1:6379/0", tls_ca_certs=str(present))
+        RedisConnector("redis://127.0.0.1:6379/0", tls_ca_certs=present)
+
+
+@pytest.mark.parametrize("text", ["", "not a certificate\n"], ids=["empty", "not-pem"])
+def test_a_ca_file_with_no_certificate_is_refused_when_made(tmp_path: Path, text: str) -> None:
+    """Such a file used to show only as every connection failing until the deadline."""
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text(text)
+    with pytest.raises(InvalidOptionError, match="holds no CA certificate that can be read"):
+        RedisConnector(tls=True, tls_ca_certs=str(ca_file))
+    with pytest.raises(InvalidOptionError, match=r"ssl_ca_certs in the URL: .* holds no CA"):
+        RedisConnector(f"rediss://127.0.0.1:6379/0?ssl_ca_certs={ca_file}")
+    with pytest.raises(InvalidOptionError, match="holds no CA certificate"):
+        RedisClusterConnector(["127.0.0.1:7000"], tls_ca_certs=str(ca_file))
 
 
 @pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])

@@ -352,10 +352,19 @@ class Connector(ABC):
 
 
 def _ca_file(path: str | None, named: str = "tls_ca_certs") -> str | None:
-    """A CA file's path, checked: a file that is not there would otherwise show only as a
-    connection failing until the deadline."""
-    if path is not None and not os.path.isfile(path):
+    """A CA file's path, checked: a file that is not there, or holds no certificate, would
+    otherwise show only as a connection failing until the deadline."""
+    if path is None:
+        return None
+    if not os.path.isfile(path):
         raise InvalidOptionError(f"{named}: there is no file at {path!r}")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as error:
+        raise InvalidOptionError(
+            f"{named}: {path!r} holds no CA certificate that can be read "
+            f"(PEM text is expected): {error}"
+        ) from None
     return path
 
 
