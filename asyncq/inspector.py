@@ -6,12 +6,14 @@ Go's tools see what it changes. Everything works on a Redis Cluster and on one R
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import ResponseError
 
@@ -173,6 +175,11 @@ class SchedulerEvent:
 
 
 _STATE_NAMES = frozenset(state.value for state in TaskState)
+_log = logging.getLogger("asyncq.inspector")
+# Indexes up to here pass through the listing script's numbers exactly (Lua's are doubles,
+# and Redis refuses "1e+18" as an index); no list or set of tasks comes near it.
+_FARTHEST_INDEX = 2**48
+_BEING_AGGREGATED = -4  # the reply of run_task, archive_task and delete_task (see their scripts)
 
 
 def task_info(msg: TaskMessage, state: str, result: bytes, score: str, now: float) -> TaskInfo:
@@ -209,6 +216,19 @@ def task_info(msg: TaskMessage, state: str, result: bytes, score: str, now: floa
         result=result or None,
         is_orphaned=state == "active" and (scored is None or scored < now),
     )
+
+
+_Record = TypeVar("_Record", ServerInfo, WorkerInfo, SchedulerEntry, SchedulerEnqueueEvent)
+
+
+def _parsed(kind: type[_Record], raw: bytes, key: str) -> _Record | None:
+    """A record of a server, worker or scheduler, or None (logged) when its bytes are not
+    one: as in asynq's listings, one corrupt record is left out rather than failing all."""
+    try:
+        return kind.FromString(raw)
+    except DecodeError as error:
+        _log.warning("left out a corrupt %s in %s: %s", kind.__name__, key, error)
+        return None
 
 
 class Inspector:
@@ -272,14 +292,16 @@ class Inspector:
         return [DailyStats(queue, day, processed, failed) for day, processed, failed in rows]
 
     async def pause(self, queue: str) -> None:
-        """Stop workers (asyncq and asynq) from taking this queue's tasks."""
-        keys = await self._queue(queue)
+        """Stop workers (asyncq and asynq) from taking this queue's tasks. As in asynq, the
+        queue need not exist yet: a queue can be paused before its first task."""
+        keys = self._broker.keys(validate_queue_name(queue))
         if not await self._broker.pause(keys, time.time()):
             raise TaskStateError(f"queue {queue!r} is already paused")
 
     async def unpause(self, queue: str) -> None:
-        """Let workers take this queue's tasks again."""
-        keys = await self._queue(queue)
+        """Let workers take this queue's tasks again (also a queue paused before its first
+        task, by asyncq or by asynq)."""
+        keys = self._broker.keys(validate_queue_name(queue))
         if not await self._broker.unpause(keys):
             raise TaskStateError(f"queue {queue!r} is not paused")
 
@@ -326,16 +348,30 @@ class Inspector:
             raise InvalidOptionError("page and size start at 1")
         keys = await self._queue(queue)
         start = (page - 1) * size
-        raw = await self._inspect.list_tasks(keys, state, start, start + size - 1, group)
-        # An id listed without a task hash (asynq leaves some behind when Redis evicts
-        # keys) is not a task: it is left out rather than failing the whole page.
-        return [self._info(keys.name, item) for item in raw if item[1] or item[2]]
+        if start > _FARTHEST_INDEX:
+            return []  # far past the end of any list Redis can hold, as any page past its end
+        stop = min(start + size - 1, _FARTHEST_INDEX)
+        raw = await self._inspect.list_tasks(keys, state, start, stop, group)
+        listed = (self._listed(keys.name, state, item) for item in raw)
+        return [info for info in listed if info is not None]
 
     @staticmethod
-    def _info(queue: str, item: RawTask) -> TaskInfo:
+    def _listed(queue: str, listed_as: str, item: RawTask) -> TaskInfo | None:
+        """One row of a listing, or None for a row that holds no task: as asynq's own
+        listings do, one bad row is left out (and logged) rather than failing the page."""
         task_id, msg, state, result, score = item
-        return task_info(decode_message(msg, where=f"{queue}/{task_id}"), state, result, score,
-                         time.time())  # fmt: skip
+        if not msg:
+            # An id listed without a task hash (asynq leaves some behind when Redis evicts
+            # keys), or a hash with no message: not a task.
+            return None
+        if state not in _STATE_NAMES:
+            state = listed_as  # a hash cut short: it is where it is listed
+        try:
+            decoded = decode_message(msg, where=f"{queue}/{task_id}")
+        except TaskDecodeError as error:
+            _log.warning("left out of the listing of %s: %s", queue, error)
+            return None
+        return task_info(decoded, state, result, score, time.time())
 
     async def run_task(self, queue: str, task_id: str) -> None:
         """Make a waiting task (scheduled, retry, archived, completed, aggregating) pending."""
@@ -362,6 +398,12 @@ class Inspector:
     def _check(code: int, queue: str, task_id: str, refusals: dict[int, str]) -> None:
         if code == 0:
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
+        if code == _BEING_AGGREGATED:
+            # Between an aggregator's check and its delete the task sits in an aggregation
+            # set; moving it then would leave it both there and in its new place.
+            raise TaskStateError(
+                f"task {task_id!r} is being aggregated right now; try again in a moment"
+            )
         if code in refusals:
             raise TaskStateError(f"task {task_id!r} {refusals[code]}")
 
@@ -403,11 +445,12 @@ class Inspector:
             raw = await self.connector.execute("GET", key)
             if raw is None:
                 continue
-            info = ServerInfo.FromString(raw)
+            info = _parsed(ServerInfo, raw, key)
+            if info is None:
+                continue
             workers_key = key.replace("asynq:servers:", "asynq:workers:", 1)
-            workers = [
-                WorkerInfo.FromString(w) for w in await self.connector.execute("HVALS", workers_key)
-            ]
+            listed = await self.connector.execute("HVALS", workers_key)
+            workers = [w for w in (_parsed(WorkerInfo, r, workers_key) for r in listed) if w]
             records.append(
                 ServerRecord(
                     id=info.server_id, host=info.host, pid=info.pid,
@@ -435,7 +478,9 @@ class Inspector:
         entries = []
         for key in await self._live_members(ALL_SCHEDULERS):
             for raw in await self.connector.execute("LRANGE", key, 0, -1):
-                e = SchedulerEntry.FromString(raw)
+                e = _parsed(SchedulerEntry, raw, key)
+                if e is None:
+                    continue
                 entries.append(
                     SchedulerEntryInfo(
                         id=e.id, spec=e.spec, task_type=e.task_type, payload=e.task_payload,
@@ -453,11 +498,10 @@ class Inspector:
         if page < 1 or size < 1:
             raise InvalidOptionError("page and size start at 1")
         start = (page - 1) * size
-        raw = await self.connector.execute(
-            "ZREVRANGE", scheduler_history_key(entry_id), start, start + size - 1
-        )
-        events = [SchedulerEnqueueEvent.FromString(r) for r in raw]
-        return [SchedulerEvent(e.task_id, _stamp(e.enqueue_time)) for e in events]
+        key = scheduler_history_key(entry_id)
+        raw = await self.connector.execute("ZREVRANGE", key, start, start + size - 1)
+        events = (_parsed(SchedulerEnqueueEvent, r, key) for r in raw)
+        return [SchedulerEvent(e.task_id, _stamp(e.enqueue_time)) for e in events if e]
 
     def cluster_key_slot(self, queue: str) -> int:
         """The cluster slot that holds every key of ``queue``."""

@@ -19,9 +19,14 @@ if ARGV[1] == "list" then
 else
   ids = redis.call("ZRANGE", KEYS[1], 0, -1)
 end
+local moved = 0
 for _, id in ipairs(ids) do
-  redis.call("ZADD", KEYS[2], ARGV[2], id)
-  redis.call("HSET", ARGV[5] .. id, "state", "archived")
+  -- An id whose hash is gone is dropped (see run_all).
+  if redis.call("EXISTS", ARGV[5] .. id) == 1 then
+    redis.call("ZADD", KEYS[2], ARGV[2], id)
+    redis.call("HSET", ARGV[5] .. id, "state", "archived")
+    moved = moved + 1
+  end
 end
 redis.call("DEL", KEYS[1])
 if ARGV[6] ~= "" then
@@ -38,4 +43,4 @@ if excess > 0 then
   end
   redis.call("ZREMRANGEBYRANK", KEYS[2], 0, excess - 1)
 end
-return #ids
+return moved

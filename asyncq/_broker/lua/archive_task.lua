@@ -14,7 +14,7 @@
 -- ARGV[5] = how many archived tasks to keep at most
 -- ARGV[6] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[6] .. id -> asynq:{q}:t:<id>
--- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 already archived, -3 completed
+-- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 already archived, -3 completed, -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group")
 local state, group = fields[1], fields[2]
 if not state then
@@ -30,7 +30,11 @@ if state == "pending" then
   redis.call("LREM", KEYS[3], 0, ARGV[1])
 elseif state == "aggregating" then
   local members = ARGV[2] .. "g:" .. group
-  redis.call("ZREM", members, ARGV[1])
+  if redis.call("ZREM", members, ARGV[1]) == 0 then
+    -- Moved into an aggregation set: an aggregator is combining it right now, and will
+    -- delete it (or the set returns to the group after 2 minutes). asynq refuses too.
+    return -4
+  end
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[4], group)
   end

@@ -9,7 +9,7 @@
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- ARGV[3] = unique lock prefix asynq:{q}:unique:
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[3] .. suffix -> asynq:{q}:unique:<type>:<md5>
--- RETURNS = 1 deleted, 0 no such task, -1 the task is running
+-- RETURNS = 1 deleted, 0 no such task, -1 the task is running, -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group", "unique_key")
 local state, group, lock = fields[1], fields[2], fields[3]
 if not state then
@@ -21,7 +21,11 @@ if state == "pending" then
   redis.call("LREM", KEYS[2], 0, ARGV[1])
 elseif state == "aggregating" then
   local members = ARGV[2] .. "g:" .. group
-  redis.call("ZREM", members, ARGV[1])
+  if redis.call("ZREM", members, ARGV[1]) == 0 then
+    -- Moved into an aggregation set: an aggregator is combining it right now, and will
+    -- delete it (or the set returns to the group after 2 minutes). asynq refuses too.
+    return -4
+  end
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[3], group)
   end

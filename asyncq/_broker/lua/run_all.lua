@@ -11,16 +11,21 @@
 -- ARGV[4] = the group name when the source is a group, else ""
 -- DERIVED = ARGV[1] .. id -> asynq:{q}:t:<id>; ARGV[3] -> asynq:{q}:wakeup
 -- RETURNS = how many tasks became pending
-local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-  redis.call("LPUSH", KEYS[2], id)
-  redis.call("HSET", ARGV[1] .. id, "state", "pending", "pending_since", ARGV[2])
+local moved = 0
+for _, id in ipairs(redis.call("ZRANGE", KEYS[1], 0, -1)) do
+  -- An id whose hash is gone (evicted, say) is dropped: written, it would become a hash
+  -- with a state and no message, listed as an empty task and never deleted.
+  if redis.call("EXISTS", ARGV[1] .. id) == 1 then
+    redis.call("LPUSH", KEYS[2], id)
+    redis.call("HSET", ARGV[1] .. id, "state", "pending", "pending_since", ARGV[2])
+    moved = moved + 1
+  end
 end
 redis.call("DEL", KEYS[1])
 if ARGV[4] ~= "" then
   redis.call("SREM", KEYS[3], ARGV[4])
 end
-if #ids > 0 then
+if moved > 0 then
   redis.pcall("SPUBLISH", ARGV[3], "1")
 end
-return #ids
+return moved

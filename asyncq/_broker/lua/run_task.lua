@@ -11,7 +11,7 @@
 -- ARGV[3] = now in Unix nanoseconds (pending_since)
 -- ARGV[4] = wake-up channel asynq:{q}:wakeup
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[4] -> asynq:{q}:wakeup
--- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 it is already pending
+-- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 it is already pending, -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group")
 local state, group = fields[1], fields[2]
 if not state then
@@ -23,7 +23,11 @@ elseif state == "pending" then
 end
 if state == "aggregating" then
   local members = ARGV[2] .. "g:" .. group
-  redis.call("ZREM", members, ARGV[1])
+  if redis.call("ZREM", members, ARGV[1]) == 0 then
+    -- Moved into an aggregation set: an aggregator is combining it right now, and will
+    -- delete it (or the set returns to the group after 2 minutes). asynq refuses too.
+    return -4
+  end
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[3], group)
   end
