@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import os
 import signal
@@ -44,6 +45,10 @@ from asyncq.errors import (
 from asyncq.task import Task, TaskInfo
 
 __all__ = ["PeriodicTaskConfig", "PeriodicTaskManager", "Scheduler", "entry_message"]
+
+# A fire this late is on time: the loop wakes some milliseconds after the fire, more on a
+# busy machine, so with misfire_grace=0 ("no catch-up") every fire would count as missed.
+ON_TIME = 1.0
 
 GO_ZERO_TIME = -62135596800  # Go's time.Time{} in Unix seconds: "never"
 HISTORY_SIZE = 1000
@@ -131,9 +136,10 @@ class Scheduler:
         wait_replicas: int = 0,
         replica_timeout: float = 1.0,
     ) -> None:
-        if not 0 <= misfire_grace < FIRE_LOCK_TTL:
+        if not 0 <= misfire_grace < FIRE_LOCK_TTL - ON_TIME:
             raise InvalidOptionError(
-                f"misfire_grace must be below {FIRE_LOCK_TTL}s, the life of a fire lock, "
+                f"misfire_grace must be below {FIRE_LOCK_TTL - ON_TIME}s (a fire lock lives "
+                f"{FIRE_LOCK_TTL}s), "
                 "or a late scheduler could enqueue a fire twice"
             )
         self.connector = connector
@@ -188,9 +194,13 @@ class Scheduler:
 
     def _entry_id(self, spec: str, task: Task, strings: list[str]) -> str:
         zone = getattr(self.location, "key", str(self.location))
-        digest = hashlib.sha256(
-            "\0".join([spec, task.type, task.payload.hex(), *sorted(strings), zone]).encode()
-        ).hexdigest()
+        parts = [spec, task.type, task.payload.hex(), *sorted(strings), zone]
+        if task.headers:
+            # Entries that differ only in headers are different entries (each with its own
+            # fire lock). Left out when empty, so the ids of entries without headers (and
+            # with them their fire history) stay what they were.
+            parts.append(json.dumps(sorted(task.headers.items())))
+        digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
         return str(uuid.uuid5(NAMESPACE, digest))
 
     def unregister(self, entry_id: str) -> None:
@@ -247,7 +257,7 @@ class Scheduler:
             while later is not None and later <= now:  # only the latest missed fire counts
                 fire, later = later, entry.schedule.next_after(later)
             entry.next_fire = later
-            if (now - fire).total_seconds() > self.misfire_grace:
+            if (now - fire).total_seconds() > self.misfire_grace + ON_TIME:
                 self.logger.warning("entry %s missed its fire at %s; skipped", entry.id, fire)
             elif not await self._fire(entry, fire):
                 # Redis failed: try this fire again at the next tick while within the grace.

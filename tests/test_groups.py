@@ -180,12 +180,57 @@ async def test_a_crash_mid_aggregation_loses_no_task(connector: Connector, queue
     set_key = f"{keys.group('g')}:{uuid.uuid4()}"
     assert await groups.check(keys, "g", set_key, max_size=0, max_delay=0, grace=0,
                               now=clock.time() + 1)  # fmt: skip
-    assert await connector.client.smembers(key(queue_name, "groups")) == set()  # emptied
+    # The group stays listed while its set is out (see the next test).
+    assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
     batches: list[dict[str, object]] = []
     clock.advance(121)  # the set's deadline passed: the recoverer gives the tasks back
     options = {**GROUPS, "group_grace_period": 1, "recoverer_interval": 0.05, "clock": clock}
     async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
         await eventually(lambda: len(batches) == 1)
+    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]  # type: ignore[attr-defined, index]
+
+
+# What asynq's recoverer does with a set past its deadline, written here from its documented
+# semantics: the tasks go back into their group, but the group is not listed again.
+ASYNQ_STYLE_RECLAIM = """
+for _, set_key in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
+  local group_key = string.match(set_key, "^(.*):[^:]*$")
+  local entries = redis.call("ZRANGE", set_key, 0, -1, "WITHSCORES")
+  for i = 1, #entries, 2 do
+    redis.call("ZADD", group_key, entries[i + 1], entries[i])
+  end
+  redis.call("DEL", set_key)
+  redis.call("ZREM", KEYS[1], set_key)
+end
+"""
+
+
+async def test_a_set_asynq_reclaims_is_still_aggregated_and_the_group_then_unlisted(
+    connector: Connector, queue_name: str
+) -> None:
+    """An asyncq aggregator dies holding a set, and a Go server's recoverer reclaims it
+    first. asynq unlists an emptied group when it makes the set and does not list it
+    again when reclaiming: the tasks then waited for another task to join the group."""
+    clock = ManualClock()
+    async with Client(connector, clock=clock) as client:
+        for n in range(2):
+            await client.enqueue(Task("item", {"n": n}), queue=queue_name, group="g")
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    set_key = f"{keys.group('g')}:{uuid.uuid4()}"
+    assert await GroupBroker(broker).check(keys, "g", set_key, max_size=0, max_delay=0, grace=0,
+                                           now=clock.time() + 1)  # fmt: skip
+    clock.advance(121)
+    reclaim = connector.client.register_script(ASYNQ_STYLE_RECLAIM)
+    await reclaim(keys=[key(queue_name, "aggregation_sets")], args=[int(clock.time())])
+    assert await connector.client.zcard(key(queue_name, "g:g")) == 2
+    batches: list[dict[str, object]] = []
+    options = {**GROUPS, "group_grace_period": 1, "clock": clock}
+    async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
+        clock.advance(2)
+        await eventually(lambda: len(batches) == 1)
+        # Aggregated and its set deleted: a later check finds it empty and unlists it.
+        await eventually(lambda: _count_is(connector.client.scard(key(queue_name, "groups")), 0))
     assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]  # type: ignore[attr-defined, index]
 
 

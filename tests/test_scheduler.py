@@ -23,6 +23,7 @@ from asyncq import (
 )
 from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
+from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq._scheduler.cron import parse_schedule
 from asyncq._scheduler.goformat import go_duration, go_option_strings, go_unix_date
 from asyncq.scheduler import entry_message
@@ -75,6 +76,10 @@ def test_go_formats() -> None:
         ("@daily", utc(2030, 1, 1, 10, 0), utc(2030, 1, 2)),
         ("@every 30s", utc(2030, 1, 1, 0, 0, 10), utc(2030, 1, 1, 0, 0, 30)),
         ("0 12 13 * fri", utc(2030, 1, 1), utc(2030, 1, 4, 12, 0)),  # day OR weekday
+        # A star with step 1 is a star for the day rule, as in robfig/cron: Mondays only.
+        ("0 0 */1 * mon", utc(2030, 1, 1, 12), utc(2030, 1, 7)),
+        ("0 0 *,5 * mon", utc(2030, 1, 1, 12), utc(2030, 1, 7)),
+        ("0 0 */2 * mon", utc(2030, 1, 1, 12), utc(2030, 1, 3)),  # a step above 1: day OR weekday
         ("CRON_TZ=Asia/Tokyo 0 9 * * *", utc(2030, 1, 1, 1, 0), utc(2030, 1, 2, 0, 0)),
     ],
 )
@@ -171,6 +176,50 @@ async def test_hooks_and_entries_for_asynqs_tools(connector: Connector, queue_na
         assert seen == ["before tick", f"after {queue_name} None"]
     finally:
         await connector.client.zrem("asynq:schedulers", f"asynq:schedulers:{{{scheduler.id}}}")
+
+
+async def test_entries_that_differ_only_in_headers_are_two_entries_each_fired(
+    connector: Connector, queue_name: str
+) -> None:
+    """They used to get one id: in one process the second replaced the first, and across
+    processes they shared one fire lock, so only one tenant's task was ever enqueued."""
+    clock = ManualClock(utc(2030, 1, 1, 0, 0, 10).timestamp())
+    first, second = Scheduler(connector, clock=clock), Scheduler(connector, clock=clock)
+    a = first.register("@every 60s", Task("report", None, {"tenant": "a"}), queue=queue_name)
+    b = second.register("@every 60s", Task("report", None, {"tenant": "b"}), queue=queue_name)
+    assert a != b
+    both = Scheduler(connector, clock=clock)
+    both.register("@every 60s", Task("report", None, {"tenant": "a"}), queue=queue_name)
+    both.register("@every 60s", Task("report", None, {"tenant": "b"}), queue=queue_name)
+    assert sorted(both.entry_ids) == sorted([a, b])
+    clock.advance(60)
+    await first.tick()
+    await second.tick()
+    raw = await connector.client.lrange(key(queue_name, "pending"), 0, -1)
+    messages = [await connector.client.hget(key(queue_name, f"t:{i.decode()}"), "msg") for i in raw]
+    tenants = sorted(TaskMessage.FromString(m).headers["tenant"] for m in messages)
+    assert tenants == ["a", "b"]
+
+
+def test_an_entry_without_headers_keeps_its_id() -> None:
+    """Ids name fire locks and history keys: a new release must not change them."""
+    scheduler = Scheduler(RedisConnector(), location="UTC")
+    entry = scheduler.register("@every 60s", Task("report", {"n": 1}), queue="q", max_retry=3)
+    assert entry == "ba3549c2-2036-51c4-b245-dbf41eb6855a"
+
+
+async def test_no_catch_up_still_fires_on_time(connector: Connector, queue_name: str) -> None:
+    """misfire_grace=0 means "skip what was missed", not "never fire": a loop always wakes
+    a little after the fire, and every fire used to be skipped as missed."""
+    clock = ManualClock(utc(2030, 1, 1, 0, 0, 30).timestamp())
+    scheduler = Scheduler(connector, misfire_grace=0, clock=clock)
+    scheduler.register("@every 60s", Task("tick"), queue=queue_name)
+    clock.set(utc(2030, 1, 1, 0, 1, 0, 300_000).timestamp())  # woke 0.3 s after the fire
+    await scheduler.tick()
+    assert await connector.client.llen(key(queue_name, "pending")) == 1
+    clock.set(utc(2030, 1, 1, 0, 3, 5).timestamp())  # paused past two fires: skipped
+    await scheduler.tick()
+    assert await connector.client.llen(key(queue_name, "pending")) == 1
 
 
 async def test_periodic_task_manager_syncs_entries(connector: Connector, queue_name: str) -> None:

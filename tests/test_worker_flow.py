@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from asyncq import Client, Connector, ServeMux, Task
+from asyncq import Client, Connector, LeaseExpiredError, ServeMux, Task
 from asyncq._proto.asynq_pb2 import ServerInfo, TaskMessage, WorkerInfo
 from asyncq.testing import ManualClock, eventually
 from tests.worker_helpers import counter, key, running_server, state_is, task_message, task_state
@@ -201,6 +201,27 @@ async def test_recoverer_takes_back_expired_leases_and_orphans(
         assert msg.retried == 1 and msg.error_msg.startswith("LeaseExpiredError")
     assert await connector.client.llen(key(queue_name, "active")) == 0
     assert await connector.client.zcard(key(queue_name, "lease")) == 0
+
+
+async def test_a_lost_task_on_its_last_try_is_archived_even_if_not_a_failure(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq's recoverer archives a task whose retries are used up, whatever its
+    is_failure says; asyncq retried it without counting, so it could come back for good."""
+    now = int(time.time())
+    for task_id, retried in (("last-try", 2), ("earlier", 0)):
+        msg = TaskMessage(type="t", id=task_id, queue=queue_name, retry=2, retried=retried)
+        await connector.client.hset(
+            key(queue_name, f"t:{task_id}"),
+            mapping={"msg": msg.SerializeToString(), "state": "active"},
+        )
+        await connector.client.lpush(key(queue_name, "active"), task_id)
+        await connector.client.zadd(key(queue_name, "lease"), {task_id: now - 100})
+    options = {"is_failure": lambda error: not isinstance(error, LeaseExpiredError)}
+    async with running_server(connector, ServeMux(), {queue_name: 1}, **options):
+        await eventually(lambda: state_is(connector, queue_name, "last-try", "archived"))
+        await eventually(lambda: state_is(connector, queue_name, "earlier", "retry"))
+    assert (await task_message(connector, queue_name, "earlier")).retried == 0  # not counted
 
 
 async def test_recoverer_archives_abandoned_tasks_it_cannot_read(

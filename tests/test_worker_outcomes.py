@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -106,6 +107,28 @@ async def test_retry_then_success_with_backoff_on_a_moved_clock(
     assert calls == [0, 1]
     assert await counter(connector, key(queue_name, "processed")) == 2
     assert await counter(connector, key(queue_name, "failed")) == 1
+
+
+@pytest.mark.parametrize("delay", [math.inf, math.nan, 1e300], ids=["inf", "nan", "huge"])
+async def test_a_retry_delay_that_is_no_time_falls_back_to_the_default_backoff(
+    connector: Connector, queue_name: str, delay: float
+) -> None:
+    """An infinite delay used to raise while writing the retry: the task stayed active,
+    and the recoverer then failed on it at every pass, recovering nothing after it."""
+    clock = ManualClock()
+    mux = ServeMux()
+
+    @mux.handler("failing")
+    async def failing(task: Task) -> None:
+        raise RuntimeError("boom")
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("failing"), queue=queue_name, max_retry=3)
+    options = {"clock": clock, "retry_delay": lambda n, error, task: delay}
+    async with running_server(connector, mux, {queue_name: 1}, **options):
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
+    score = await connector.client.zscore(key(queue_name, "retry"), info.id)
+    assert clock.time() + 15 - 1 <= score <= clock.time() + 15 + 29  # the default: n**4 + 15 ...
 
 
 async def test_last_retry_archives_with_the_error(connector: Connector, queue_name: str) -> None:

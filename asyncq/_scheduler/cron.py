@@ -136,7 +136,7 @@ class CronSpec(Schedule):
 def _field(text: str, index: int) -> tuple[frozenset[int], bool]:
     low, high, names = FIELDS[index]
     values: set[int] = set()
-    star = text in ("*", "?")
+    star = False  # for the day rule: as in robfig/cron, a part "*" or "?" with no step above 1
     for part in text.split(","):
         body, _, step_text = part.partition("/")
         step = int(step_text) if step_text else 1
@@ -144,6 +144,7 @@ def _field(text: str, index: int) -> tuple[frozenset[int], bool]:
             raise ValueError(f"step must be positive in {part!r}")
         if body in ("*", "?"):
             start, end = low, high
+            star = star or step == 1
         else:
             first, _, last = body.partition("-")
             start = _value(first, names)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
+from asyncq._options import MAX_DURATION
 from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq._worker.config import ServerConfig, default_retry_delay
 from asyncq._worker.jobs import Job, JobBook
@@ -192,7 +193,11 @@ class Finisher:
         no lease, or a lease that ended by ``recover_cutoff``.
         """
         counts = self._counts_as_failure(error)
-        if counts and (msg.retried >= msg.retry or isinstance(error, SkipRetry)):
+        last_try = msg.retried >= msg.retry or isinstance(error, SkipRetry)
+        # A task whose worker died on its last try is archived whatever ``is_failure`` says,
+        # as asynq's recoverer does: retried without counting, a task that keeps killing its
+        # worker would come back for good.
+        if last_try and (counts or job is None):
 
             async def archive() -> bool:
                 now = self.clock.time()
@@ -240,8 +245,10 @@ class Finisher:
         try:
             delay = self.config.retry_delay(msg.retried, error, task)
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            if seconds < 0:
-                raise ValueError(f"negative retry delay {seconds}")
+            # Infinite or NaN would break the retry's time (and the recoverer's pass over
+            # every queue after it); past a century it breaks date maths elsewhere.
+            if not 0 <= seconds <= MAX_DURATION:
+                raise ValueError(f"retry delay {seconds} is not between 0 and {MAX_DURATION}s")
             return seconds
         except Exception:
             self.logger.exception("retry_delay failed; using the default backoff")

@@ -47,7 +47,12 @@ class Recoverer(PeriodicComponent):
             expired = await self.broker.list_lease_expired(keys, cutoff)
             orphaned = await self.broker.list_orphaned(keys)
             for task_id, raw in expired + orphaned:
-                await self._recover(keys, task_id, raw, cutoff)
+                try:
+                    await self._recover(keys, task_id, raw, cutoff)
+                except Exception:
+                    # One task that cannot be written (a bug, an odd reply) must not hold
+                    # back the others, nor the queues after it: it is tried again next pass.
+                    self.logger.exception("could not recover task %s of %s", task_id, queue)
 
     async def _recover(self, keys: QueueKeys, task_id: str, raw: bytes, cutoff: int) -> None:
         try:

@@ -1,7 +1,10 @@
 -- aggregation_check: if a group is ready, move (up to max size of) its tasks into a new
 -- aggregation set. Semantics of asynq's aggregationCheckCmd: ready when the group holds
 -- max size tasks, when its oldest task waited max delay, or when its newest task is
--- older than the grace period. The group leaves the groups set once it is empty.
+-- older than the grace period. Unlike asynq, the group stays in the groups set while any
+-- set of it is out, and leaves it at a check that finds it empty with none out: asynq's
+-- recoverer puts a dead aggregator's set back into the group without listing the group
+-- again, so a group left unlisted then would wait for a new task to be found.
 --
 -- KEYS[1] = asynq:{q}:g:<group>            the group
 -- KEYS[2] = asynq:{q}:g:<group>:<set-id>   the new aggregation set
@@ -17,6 +20,14 @@
 -- RETURNS = 1 a set was made, 0 the group is not ready (or empty)
 local size = redis.call("ZCARD", KEYS[1])
 if size == 0 then
+  local prefix = KEYS[1] .. ":"
+  for _, name in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
+    -- One of this group's sets ("<group>:<set-id>", the id has no colon) is still out.
+    if string.sub(name, 1, #prefix) == prefix and not string.find(name, ":", #prefix + 1, true) then
+      return 0
+    end
+  end
+  redis.call("SREM", KEYS[4], ARGV[6])
   return 0
 end
 local max_size = tonumber(ARGV[1])
@@ -40,7 +51,4 @@ for i = 1, #members, 2 do
 end
 redis.call("ZREMRANGEBYRANK", KEYS[1], 0, take - 1)
 redis.call("ZADD", KEYS[3], ARGV[4], KEYS[2])
-if redis.call("ZCARD", KEYS[1]) == 0 then
-  redis.call("SREM", KEYS[4], ARGV[6])
-end
 return 1
