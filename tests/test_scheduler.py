@@ -288,6 +288,25 @@ def test_the_hour_the_clocks_repeat_keeps_an_hourly_or_finer_spec_firing() -> No
     assert daily.next_after(first) == utc(2030, 11, 4, 6, 30)
 
 
+@pytest.mark.parametrize(
+    ("zone", "start"),
+    [
+        ("Pacific/Chatham", utc(2030, 4, 6, 12, 50)),  # repeats 02:45-03:44: across an hour
+        ("Antarctica/Troll", utc(2030, 10, 26, 22, 50)),  # goes back two hours
+    ],
+)
+def test_a_repeat_that_crosses_the_hour_loses_no_fire(zone: str, start: datetime) -> None:
+    """The next fire used to come from the first wall hour with one, which skipped the
+    repeated stretch's readings of the following hour (three fires lost at Chatham)."""
+    quarter = parse_schedule("*/15 * * * *", ZoneInfo(zone))
+    fires, moment = [], start
+    for _ in range(24):
+        fire = quarter.next_after(moment)
+        assert fire is not None
+        fires.append(moment := fire)
+    assert {later - earlier for earlier, later in pairwise(fires)} == {timedelta(minutes=15)}
+
+
 def test_cluster_connector_is_accepted() -> None:
     Scheduler(RedisClusterConnector(["127.0.0.1:7000"])).register("@daily", Task("t"))
 

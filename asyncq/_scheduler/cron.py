@@ -36,6 +36,8 @@ DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "s
 # (low, high, names) of the five fields.
 FIELDS = [(0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, MONTHS), (0, 6, DAYS)]
 SEARCH_DAYS = 366 * 5  # a spec that matches nothing within five years never fires
+REPEAT_SPAN = 2  # hours a fall-back can repeat at most (Antarctica/Troll goes back two)
+HOURS_PER_DAY = 24
 
 
 class Schedule:
@@ -99,23 +101,54 @@ class CronSpec(Schedule):
         after = moment.astimezone(UTC)
         local = after.astimezone(self.zone)
         day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-        earliest_hour = local.hour - 1  # an hour of margin for a repeated hour
+        passed_hours = local.hour  # of the first day: before ``moment`` unless clocks go back
         for _ in range(SEARCH_DAYS):
             if self._day_matches(day):
-                # Hour by hour: every reading of an hour comes before those of the next,
-                # even when the clocks go back, but not always within the hour.
-                for hour in sorted(h for h in self.hours if h >= earliest_hour):
-                    fires = sorted(
-                        fire
-                        for minute in self.minutes
-                        for fire in self._readings(day.replace(hour=hour, minute=minute))
-                        if fire > after
-                    )
-                    if fires:
-                        return fires[0]
+                fire = self._first_on(day, after, passed_hours)
+                if fire is not None:
+                    return fire
             day += timedelta(days=1)
-            earliest_hour = 0
+            passed_hours = 0
         return None
+
+    def _first_on(self, day: datetime, after: datetime, passed_hours: int) -> datetime | None:
+        """The first fire of a matching day after ``after``, hour by hour.
+
+        When the clocks go back, a later wall hour can hold a reading earlier than one of
+        this hour's (Chatham repeats 02:45-03:44, Troll goes back two hours): then the
+        hours up to REPEAT_SPAN after the first with a fire are looked at too, and the
+        earliest fire of them all is the next.
+        """
+        found: list[datetime] = []
+        last_hour = HOURS_PER_DAY
+        for hour in sorted(h for h in self.hours if h >= passed_hours - REPEAT_SPAN):
+            if hour > last_hour:
+                break
+            if hour < passed_hours and self._steady(day, hour):
+                continue  # wholly before ``after``: only a clock change could matter
+            found += (
+                fire
+                for minute in self.minutes
+                for fire in self._readings(day.replace(hour=hour, minute=minute))
+                if fire > after
+            )
+            if found and last_hour == HOURS_PER_DAY:
+                if self._steady(day, hour):
+                    break  # no clock change near: this hour's fires come first
+                last_hour = hour + REPEAT_SPAN
+        return min(found) if found else None
+
+    def _steady(self, day: datetime, hour: int) -> bool:
+        """True when the zone keeps one UTC offset from this wall hour to REPEAT_SPAN
+        hours after it (so no later hour of the day can hold an earlier reading)."""
+        start = day.replace(hour=hour)
+        end = start + timedelta(hours=REPEAT_SPAN + 1)
+        offsets = {
+            wall.replace(tzinfo=self.zone, fold=fold).utcoffset()
+            for wall in (start, end)
+            for fold in (0, 1)
+        }
+        return len(offsets) == 1
 
     def _readings(self, wall: datetime) -> list[datetime]:
         """The moments (UTC) a wall time of the zone stands for: none when a DST change
