@@ -207,6 +207,9 @@ def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
         unique_ttl = max(int(start + unique - now), 1)
 
     retention = int(_seconds("retention", options.get("retention", 0), minimum=0))
+    if retention == 0 and options.get("retention"):
+        # Stored in whole seconds: a shorter retention would be stored as "none".
+        raise InvalidOptionError("retention must be 0 (none) or at least 1 second")
     group = _name("group", options["group"]) if "group" in options else ""
 
     if "task_id" in options:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -76,11 +77,20 @@ def _checked_replication(replicas: object, seconds: object) -> tuple[int, float]
         raise InvalidOptionError(
             f"wait_replicas must be a whole number from 0 to 1000, got {replicas!r}"
         )
-    if not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
         raise InvalidOptionError(
             f"replica_timeout must be a number of seconds above 0 and at most 3600, got {seconds!r}"
         )
     return replicas, float(seconds)
+
+
+def _unencodable(task: Task, error: Exception) -> TypeError:
+    """The error of a task whose fields were changed, after it was made, into values the
+    wire format cannot carry (its checks run when a ``Task`` is made)."""
+    return TypeError(
+        f"task {task.type!r} cannot be written: {error}; its type and headers must be str "
+        "(headers a dict of str to str), its payload bytes"
+    )
 
 
 class Client:
@@ -113,7 +123,7 @@ class Client:
         self._clock: Clock = clock or SystemClock()
         self._batchers: dict[str, Coalescer[Prepared, int]] = {}
         self._fields_cache: _FieldsCache | None = None
-        self._plans: dict[tuple[tuple[str, object], ...], tuple[Prepared, MessageTemplate]] = {}
+        self._plans: dict[tuple[object, ...], tuple[Prepared, MessageTemplate]] = {}
 
     async def __aenter__(self) -> Client:
         await self.connector.connect()
@@ -165,7 +175,7 @@ class Client:
         task: TaskInfo | str,
         *,
         queue: str | None = None,
-        timeout: float = 30.0,  # noqa: ASYNC109 - a plain timeout reads best for this call
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - a plain timeout reads best here
     ) -> bytes:
         """Wait until a task completes and return its result (``b""`` if it wrote none).
 
@@ -173,8 +183,17 @@ class Client:
         The task must be enqueued with ``retention`` for its result to outlive it.
         Raises ``TaskFailedError`` when it is archived, ``ResultNotKeptError`` when it
         finished without retention, ``TaskNotFoundError`` when there is no such task,
-        and ``ResultTimeoutError`` after ``timeout`` seconds. Retries are waited for.
+        and ``ResultTimeoutError`` after ``timeout`` seconds (``None``: no limit). Retries
+        are waited for.
         """
+        if timeout is None:
+            timeout = math.inf
+        elif (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout)
+        ):
+            raise InvalidOptionError(
+                f"timeout must be a number of seconds or None, got {timeout!r}"
+            )
         task_id = task if isinstance(task, str) else task.id
         queue_name = queue if queue is not None else getattr(task, "queue", "default")
         keys = self._broker.keys(queue_name)
@@ -257,7 +276,11 @@ class Client:
                 task, own = (item, NO_OPTIONS) if isinstance(item, Task) else item
                 if template is not None and not own:
                     task_id = next(ids)
-                    msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+                    try:
+                        msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+                    except (ValueError, TypeError) as error:  # changed since it was made
+                        results[index] = EnqueueResult(task=task, error=_unencodable(task, error))
+                        continue
                     if writer.put(shared.keys, index, task, task_id, msg, None):
                         await writer.send(shared.keys)
                     continue
@@ -284,19 +307,22 @@ class Client:
         opts = resolve(options, now)
         keys = self._broker.keys(opts.queue)
         unique_key = keys.unique(task.type, task.raw_payload) if opts.unique_ttl else ""
-        msg = new_message(
-            task_id=opts.task_id,
-            task_type=task.type,
-            payload=task.raw_payload,
-            queue=opts.queue,
-            max_retry=opts.max_retry,
-            timeout=opts.timeout,
-            deadline=opts.deadline,
-            retention=opts.retention,
-            unique_key=unique_key,
-            group=opts.group,
-            headers=task.headers,
-        ).SerializeToString()
+        try:
+            msg = new_message(
+                task_id=opts.task_id,
+                task_type=task.type,
+                payload=task.raw_payload,
+                queue=opts.queue,
+                max_retry=opts.max_retry,
+                timeout=opts.timeout,
+                deadline=opts.deadline,
+                retention=opts.retention,
+                unique_key=unique_key,
+                group=opts.group,
+                headers=task.headers,
+            ).SerializeToString()
+        except (ValueError, TypeError) as error:
+            raise _unencodable(task, error) from None
         if opts.process_at is not None and opts.process_at > now:
             state, process_at = TaskState.SCHEDULED, opts.process_at
         elif opts.group:
@@ -322,7 +348,10 @@ class Client:
         if not isinstance(task, Task):
             raise TypeError(f"expected an asyncq.Task, got {type(task).__name__}")
         task_id = new_task_id()
-        msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+        try:
+            msg = template.encode(task.type, task.raw_payload, task_id, task.headers)
+        except (ValueError, TypeError) as error:
+            raise _unencodable(task, error) from None
         return plain_like(shared, task, task_id, msg, now_ns)
 
     def _describe_like(
@@ -338,7 +367,9 @@ class Client:
         if not options.keys().isdisjoint(_PER_CALL_OPTIONS):
             return None
         try:
-            key = tuple(options.items())  # call sites repeat their keyword order
+            # Call sites repeat their keyword order. The types are part of the key, as
+            # True == 1 and 3.0 == 3: a value refused for its type must not match a plan.
+            key = (*options.items(), *map(type, options.values()))
             plan = self._plans.get(key)
         except TypeError:  # an unhashable (so invalid) value: the full check will say why
             return None

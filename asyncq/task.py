@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -65,10 +66,25 @@ def _json_bytes(payload: object) -> bytes:
     (and reused by the next encode).
     """
     encoded = orjson.dumps(payload)
+    # orjson writes NaN and the infinities as null, silently changing the data (JSON has no
+    # such numbers; Go refuses them). Only a payload whose JSON holds a null can hold one.
+    if b"null" in encoded and _holds_non_finite(payload):
+        raise TypeError("NaN and infinite floats have no JSON form")
     if len(encoded) < _COMPACT_BELOW:
         # A real copy: bytes(encoded) and encoded[:] hand back the same object.
         return memoryview(encoded).tobytes()
     return encoded
+
+
+def _holds_non_finite(value: object) -> bool:
+    """Whether a JSON value (dicts, lists and tuples of them) holds a NaN or an infinity."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_non_finite(item) for item in value)
+    return False
 
 
 def _not_serialisable(task_type: str, error: TypeError) -> TypeError:
@@ -88,7 +104,19 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
             raise TypeError(
                 f"headers must map str to str; got {type(key).__name__} -> {type(value).__name__}"
             )
+        _check_utf8(key, "a header name")
+        _check_utf8(value, f"header {key!r}")
     return dict(headers)
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Refuse text that has no UTF-8 form (lone surrogates): the wire format cannot carry
+    it, and it would fail only when the task is written."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as error:
+            raise ValueError(f"{what} is not valid text ({error.reason}): {text!r}") from None
 
 
 ResultWriter = Callable[[bytes], Awaitable[None]]
@@ -123,6 +151,7 @@ class Task:
     ) -> None:
         if not isinstance(type, str) or not type.strip():
             raise ValueError(f"task type must be a non-blank str, got {type!r}")
+        _check_utf8(type, "the task type")
         self.type = type
         self._payload = encode_payload(type, payload)
         self.headers = {} if headers is None else _check_headers(headers)
@@ -139,6 +168,10 @@ class Task:
     ) -> Task:
         """A task from already encoded payload bytes (as read from Redis)."""
         task = cls(type, None, headers)
+        if payload is not None and not isinstance(payload, bytes):
+            if not isinstance(payload, bytearray | memoryview):
+                raise TypeError(f"payload must be bytes or None, got {payload.__class__.__name__}")
+            payload = bytes(payload)
         task._payload = payload
         return task
 

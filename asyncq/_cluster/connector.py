@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import ssl
 from abc import ABC, abstractmethod
@@ -90,10 +91,13 @@ class Connector(ABC):
     is_cluster: bool = False
 
     def __init__(self, *, retry_deadline: float, max_in_flight: int) -> None:
-        if retry_deadline <= 0:
-            raise InvalidOptionError("retry_deadline must be a positive number of seconds")
+        _positive_seconds("retry_deadline", retry_deadline)
+        if not isinstance(max_in_flight, int) or isinstance(max_in_flight, bool):
+            raise InvalidOptionError(
+                f"max connections must be a whole number, got {max_in_flight!r}"
+            )
         if max_in_flight < 1:
-            raise InvalidOptionError("max_in_flight must be at least 1")
+            raise InvalidOptionError("max connections must be at least 1")
         self.retry_deadline = retry_deadline
         self.max_in_flight = max_in_flight
         self._client: RedisClient | None = None
@@ -351,6 +355,19 @@ class Connector(ABC):
         they could not (a kind of connection they do not know)."""
 
 
+def _positive_seconds(name: str, value: object) -> float:
+    """``value`` if it is a usable number of seconds (finite, above 0), else a clear error:
+    a timeout that is NaN, zero or negative made every call fail, and was reported as
+    Redis being unreachable."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise InvalidOptionError(
+            f"{name} must be a finite number of seconds above 0, got {value!r}"
+        )
+    return float(value)
+
+
 def _ca_file(path: str | None, named: str = "tls_ca_certs") -> str | None:
     """A CA file's path, checked: a file that is not there, or holds no certificate, would
     otherwise show only as a connection failing until the deadline."""
@@ -418,8 +435,8 @@ class RedisConnector(Connector):
         self._options = {
             "username": username,
             "password": password,
-            "socket_connect_timeout": connect_timeout,
-            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": _positive_seconds("connect_timeout", connect_timeout),
+            "socket_timeout": _positive_seconds("socket_timeout", socket_timeout),
             "max_connections": max_connections,
             "protocol": 2,
             "retry": Retry(NoBackoff(), 1),
@@ -512,8 +529,8 @@ class RedisClusterConnector(Connector):
         self._options = {
             "username": username,
             "password": password,
-            "socket_connect_timeout": connect_timeout,
-            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": _positive_seconds("connect_timeout", connect_timeout),
+            "socket_timeout": _positive_seconds("socket_timeout", socket_timeout),
             "max_connections": max_connections_per_node,
             "protocol": 2,
             # The count is all the async cluster client uses; the backoff is ours.
