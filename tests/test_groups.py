@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 
 import pytest
 
-from asyncq import Client, Connector, ServeMux, Task
+from asyncq import Client, Connector, Inspector, ServeMux, Task
 from asyncq._broker.groups import GroupBroker
 from asyncq._broker.rdb import Broker
 from asyncq.testing import ManualClock, eventually
@@ -232,6 +232,39 @@ async def test_a_set_asynq_reclaims_is_still_aggregated_and_the_group_then_unlis
         # Aggregated and its set deleted: a later check finds it empty and unlists it.
         await eventually(lambda: _count_is(connector.client.scard(key(queue_name, "groups")), 0))
     assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]  # type: ignore[attr-defined, index]
+
+
+@pytest.mark.parametrize("by", ["run_task", "run_all"])
+async def test_a_grouped_task_run_by_hand_retries_on_its_own(
+    connector: Connector, queue_name: str, by: str
+) -> None:
+    """Its retry used to go back into the group (the forwarder sends a task whose hash has
+    a group back there), to be aggregated instead of run again."""
+    clock = ManualClock()
+    calls: list[int] = []
+    mux = ServeMux()
+
+    @mux.handler("item")
+    async def item(task: Task) -> None:
+        calls.append(task.retried)
+        if task.retried == 0:
+            raise RuntimeError("first try fails")
+
+    async with Client(connector, clock=clock) as client:
+        info = await client.enqueue(Task("item"), queue=queue_name, group="g")
+    async with Inspector(connector) as inspector:
+        if by == "run_task":
+            await inspector.run_task(queue_name, info.id)
+        else:
+            assert await inspector.run_all(queue_name, "aggregating", group="g") == 1
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(lambda: _count_is(_retries(connector, queue_name), 1))
+        clock.advance(60)  # the retry is due
+        await eventually(lambda: calls == [0, 1], what="the retry run on its own")
+
+
+async def _retries(connector: Connector, queue: str) -> int:
+    return int(await connector.client.zcard(key(queue, "retry")))
 
 
 async def _in_group(connector: Connector, queue: str, group: str) -> bool:

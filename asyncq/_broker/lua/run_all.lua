@@ -18,6 +18,7 @@ for _, id in ipairs(redis.call("ZRANGE", KEYS[1], 0, -1)) do
   if redis.call("EXISTS", ARGV[1] .. id) == 1 then
     redis.call("LPUSH", KEYS[2], id)
     redis.call("HSET", ARGV[1] .. id, "state", "pending", "pending_since", ARGV[2])
+    redis.call("HDEL", ARGV[1] .. id, "group")  -- runs on its own now (see run_task)
     moved = moved + 1
   end
 end

@@ -35,6 +35,9 @@ else
   redis.call("ZREM", ARGV[2] .. state, ARGV[1])
 end
 redis.call("HSET", KEYS[1], "state", "pending", "pending_since", ARGV[3])
+-- Run on its own now: if it fails, its retry must not rejoin the group (the forwarder
+-- sends a task with a group field back into its group, asynq's too).
+redis.call("HDEL", KEYS[1], "group")
 redis.call("LPUSH", KEYS[2], ARGV[1])
 redis.pcall("SPUBLISH", ARGV[4], "1")
 return 1
