@@ -80,7 +80,10 @@ class ConnectionFailedError(AsyncqError, ConnectionError):
         *,
         hint: str | None = None,
     ) -> None:
-        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        detail = ""
+        if cause is not None:
+            text = str(cause)
+            detail = f": {type(cause).__name__}: {text}" if text else f": {type(cause).__name__}"
         hint = hint or "check that the server runs and the address is right"
         super().__init__(f"could not reach Redis at {address} within {waited:.1f}s{detail}; {hint}")
         self.address = address

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from asyncq import (
     RedisConnector,
     RedisRefusedError,
     Task,
+    TaskIdConflictError,
 )
 from asyncq._cluster.retry import is_retryable
 from asyncq._cluster.slots import queue_slot
@@ -297,3 +300,24 @@ def _served_anywhere(cluster: LocalRedisCluster, slot: int) -> bool:
 
 def _served_everywhere(cluster: LocalRedisCluster, slot: int) -> bool:
     return all(_views(cluster, slot))
+
+
+async def test_a_paused_server_is_given_up_at_the_deadline_saying_the_call_may_have_run() -> None:
+    """A stopped process accepts connections and answers nothing. Each attempt used to
+    wait for the socket timeout, once per send redis-py makes (15 s here), and the error
+    said Redis could not be reached, though the enqueue was stored once it woke."""
+    with RedisServerProcess() as server:
+        connector = RedisConnector(server.url, retry_deadline=1.0, socket_timeout=5.0)
+        async with connector, Client(connector) as client:
+            await client.enqueue(Task("warm"), queue="q")  # connected, scripts loaded
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(ConnectionFailedError, match="may have been carried out"):
+                    await client.enqueue(Task("t"), queue="q", task_id="sent-while-paused")
+                given_up_after = time.monotonic() - started
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert given_up_after < 5.0  # the deadline (1 s) bounds it, not the socket timeout
+            with pytest.raises(TaskIdConflictError):  # it was stored: sent again, kept once
+                await client.enqueue(Task("t"), queue="q", task_id="sent-while-paused")

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import ssl
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -31,7 +32,7 @@ from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript, evalsha_loading
 from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
 from asyncq._cluster.replicated import ReplicatedCalls
-from asyncq._cluster.retry import call_with_retry, untrusted_certificate
+from asyncq._cluster.retry import call_with_retry, untrusted_certificate, within
 from asyncq.errors import ConnectionFailedError, InvalidOptionError, RedisRefusedError
 
 __all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_address"]
@@ -250,13 +251,20 @@ class Connector(ABC):
 
     # -- operations ------------------------------------------------------------------------
 
-    async def call(self, op: Callable[[RedisClient], Awaitable[T]]) -> T:
-        """Run ``op(client)`` with retry, backoff and a bounded number of calls in flight."""
+    async def call(self, op: Callable[[RedisClient], Awaitable[T]], *, bounded: bool = True) -> T:
+        """Run ``op(client)`` with retry, backoff and a bounded number of calls in flight.
+
+        Each attempt ends by the call's deadline (``bounded=False``: ``op`` sees to that
+        itself, see ``run_script``).
+        """
         client = self.client
+        ends = time.monotonic() + self.retry_deadline
 
         async def attempt() -> T:
             async with self._in_flight:
                 try:
+                    if bounded:
+                        return await within(ends, op(client))
                     return await op(client)
                 except rx.SlotNotCoveredError:  # as _mapped does, without a coroutine more
                     await self._refresh_slot_map()  # on the path of every call
@@ -300,6 +308,7 @@ class Connector(ABC):
         send through redis-py, which sends a call again by itself after a timeout.
         """
         sends = 0
+        ends = time.monotonic() + self.retry_deadline
 
         def arguments() -> Sequence[EncodableT]:
             nonlocal sends
@@ -316,9 +325,9 @@ class Connector(ABC):
                     pass  # redis-py takes this attempt
             # Not the first send's form: redis-py may repeat this one after a timeout.
             current = resend if resend is not None else arguments()
-            return await evalsha_loading(client, script, keys, current)
+            return await within(ends, evalsha_loading(client, script, keys, current))
 
-        return await self.call(op)
+        return await self.call(op, bounded=False)
 
     async def _run_on_link(
         self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
@@ -385,11 +394,16 @@ def _ca_file(path: str | None, named: str = "tls_ca_certs") -> str | None:
     return path
 
 
-def _links_like(connection_class: type[Any], settings: dict[str, Any]) -> ScriptLinks | None:
+def _links_like(
+    connection_class: type[Any], settings: dict[str, Any], deadline: float
+) -> ScriptLinks | None:
     """Links that connect as redis-py's ``connection_class(**settings)`` does: plain TCP,
     or TLS with the very SSL context redis-py builds from the settings (certificates,
     verification, host name checks, versions). None for any other kind of connection
-    (a unix socket, a class of the user's own), whose calls then all go through redis-py."""
+    (a unix socket, a class of the user's own), whose calls then all go through redis-py.
+    A reply is waited for no longer than the connector's retry ``deadline`` either."""
+    timeout = settings.get("socket_timeout")
+    settings = {**settings, "socket_timeout": min(timeout or deadline, deadline)}
     if connection_class is Connection:
         return ScriptLinks.from_settings(settings)
     if connection_class is SSLConnection:
@@ -478,7 +492,7 @@ class RedisConnector(Connector):
     def _make_links(self) -> ScriptLinks | None:
         # Read what redis-py made of the URL or the arguments: one source of truth.
         pool = self.client.connection_pool
-        return _links_like(pool.connection_class, pool.connection_kwargs)
+        return _links_like(pool.connection_class, pool.connection_kwargs, self.retry_deadline)
 
     def node_client(self, address: str) -> RedisClient:
         if self._url is None:
@@ -563,7 +577,7 @@ class RedisClusterConnector(Connector):
     def _make_links(self) -> ScriptLinks | None:
         # Every node's connections share one class and one set of settings.
         node = self.client.get_default_node()
-        return _links_like(node.connection_class, node.connection_kwargs)
+        return _links_like(node.connection_class, node.connection_kwargs, self.retry_deadline)
 
     def node_of(self, key: str) -> str:
         node = self.client.get_node_from_key(key)

@@ -30,9 +30,18 @@ __all__ = [
     "is_refusal",
     "is_retryable",
     "untrusted_certificate",
+    "within",
 ]
 
 T = TypeVar("T")
+
+# The least time an attempt gets, so that the last one, after a pause, is a real try.
+LAST_ATTEMPT = 0.05
+NO_ANSWER_HINT = (
+    "no answer came in time (a paused, stalled or overloaded server?); the last call may "
+    "have been carried out all the same: an enqueue sent again with the same task_id "
+    "stores nothing twice (TaskIdConflictError then means it was stored)"
+)
 
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     rx.ConnectionError,  # also BusyLoadingError and MaxConnectionsError
@@ -122,8 +131,11 @@ async def call_with_retry(
 ) -> T:
     """Run ``op`` until it succeeds, retrying passing faults until ``deadline`` seconds pass.
 
-    Raises ``ConnectionFailedError`` naming ``address`` once the deadline is spent;
-    any other error (a script error, a wrong type) propagates at once.
+    Raises ``ConnectionFailedError`` naming ``address`` once the deadline is spent (saying
+    so when the last call was sent and got no answer, as it may have been carried out);
+    any other error (a script error, a wrong type) propagates at once. ``op`` should end
+    by the deadline itself (see ``within``): a node that stopped answering holds an
+    attempt for as long as ``op`` lets it.
     """
     started = time.monotonic()
     delay = base_delay
@@ -137,8 +149,23 @@ async def call_with_retry(
                 raise
             waited = time.monotonic() - started
             if waited >= deadline:
-                raise ConnectionFailedError(address, waited, error) from error
+                unanswered = isinstance(error, TimeoutError | rx.TimeoutError) or (
+                    "no reply within" in str(error)
+                )
+                raise ConnectionFailedError(
+                    address, waited, error, hint=NO_ANSWER_HINT if unanswered else None
+                ) from error
             # Jitter so that many workers retrying at once do not hit the new master together.
             pause = min(delay * (0.5 + random.random()), deadline - waited)
             await asyncio.sleep(max(pause, 0.0))
             delay = min(delay * 2, max_delay)
+
+
+async def within(ends: float, call: Awaitable[T]) -> T:
+    """``call``, cut off (``TimeoutError``) at the monotonic time ``ends``, or after
+    LAST_ATTEMPT if that has passed: a paused or stalled node answers nothing, and
+    redis-py would wait the socket timeout for it, once per send it makes (three times in
+    a cluster). About 4 µs, so it guards redis-py's calls, not the lean links' (whose
+    reply timeout is capped at the deadline instead)."""
+    async with asyncio.timeout(max(ends - time.monotonic(), LAST_ATTEMPT)):
+        return await call
