@@ -298,6 +298,28 @@ def test_failover_promotes_the_replica_and_stop_leaves_nothing_running() -> None
     cluster.stop()  # idempotent
 
 
+def test_a_paused_master_is_failed_over_and_rejoins_when_resumed() -> None:
+    """A stopped process answers nothing: wait_for_failover used to keep asking it, and
+    never returned; stop() now also ends a server left paused."""
+    cluster = LocalRedisCluster().start()
+    try:
+        slot = cluster.slot_for_key("harness:paused")
+        old_master, replicas = cluster.slot_owner(slot)
+        node = cluster.node_for_address(old_master)
+        with node.pausing():
+            assert node.is_running() and node.paused
+            new_master = cluster.wait_for_failover(slot, old_master, timeout=20)
+            assert new_master == replicas[0]
+        assert not node.paused
+        cluster.wait_until_healthy(timeout=20)
+        assert cluster.slot_owner(slot) == (new_master, [old_master])
+        cluster.node_for_address(new_master).pause()  # left paused for stop() to end
+    finally:
+        pids = [node.pid for node in cluster.nodes]
+        cluster.stop()
+    assert all(_process_group_gone(pid) for pid in pids)
+
+
 def test_wait_until_times_out_with_the_last_reason() -> None:
     def never() -> bool:
         raise redis.ConnectionError("still refusing")

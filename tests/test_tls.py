@@ -13,13 +13,11 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -203,16 +201,6 @@ async def test_an_idle_worker_over_tls_takes_a_go_clients_task_through_its_watch
         await eventually(ran.is_set, within=10, what="the task to start without the poll")
 
 
-@contextmanager
-def _paused(server: RedisServerProcess) -> Iterator[None]:
-    """The server's process stopped (SIGSTOP): alive, but it acknowledges nothing."""
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-
-
 async def test_waiting_for_a_replica_works_over_tls(tls_servers: TlsServers) -> None:
     queue = "tls-wait"
     async with (
@@ -220,7 +208,7 @@ async def test_waiting_for_a_replica_works_over_tls(tls_servers: TlsServers) -> 
         Client(connector, wait_replicas=1, replica_timeout=0.3) as client,
     ):
         confirmed = await client.enqueue(Task("confirmed"), queue=queue)
-        with _paused(tls_servers.replica), pytest.raises(NotReplicatedError) as raised:
+        with tls_servers.replica.pausing(), pytest.raises(NotReplicatedError) as raised:
             await client.enqueue(Task("unconfirmed"), queue=queue)
         assert raised.value.replicas == 1
         pending = tls_servers.admin.lrange(f"asynq:{{{queue}}}:pending", 0, -1)

@@ -9,12 +9,8 @@ says so with ``NotReplicatedError`` when they do not, within ``replica_timeout``
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -59,17 +55,6 @@ def _replica_of(cluster: LocalRedisCluster, queue: str) -> redis.Redis:
     return replica
 
 
-@contextmanager
-def paused(cluster: LocalRedisCluster, address: str) -> Iterator[None]:
-    """The node's process stopped (SIGSTOP): alive, but it acknowledges nothing."""
-    pid = cluster.node_for_address(address).pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 async def test_every_kind_of_enqueue_is_on_the_replica_when_it_returns(
     redis_cluster: ClusterTarget, queue_name: str
 ) -> None:
@@ -105,7 +90,7 @@ async def test_a_replica_that_does_not_confirm_gives_not_replicated_with_the_tas
         RedisClusterConnector(redis_cluster.seeds) as connector,
         Client(connector, wait_replicas=1, replica_timeout=0.3) as client,
     ):
-        with paused(cluster, replicas[0]):
+        with cluster.node_for_address(replicas[0]).pausing():
             with pytest.raises(NotReplicatedError) as raised:
                 await client.enqueue(Task("single"), queue=queue_name)
             results = await client.enqueue_many([Task("many"), Task("more")], queue=queue_name)
@@ -260,7 +245,7 @@ async def test_waits_block_in_parallel_and_hold_up_no_other_call(
     ):
         broker = Broker(connector)
         await client.enqueue(Task("ready"), queue=queue_name)
-        with paused(cluster, replicas[0]):
+        with cluster.node_for_address(replicas[0]).pausing():
             waiting = [
                 asyncio.ensure_future(
                     client.enqueue(Task("later", {"n": n}), queue=queue_name, process_in=60)
@@ -377,7 +362,7 @@ async def test_a_wait_lost_after_its_script_ran_never_stores_the_task_again(
     ):
         await client.enqueue(Task("warm"), queue=queue_name)
         master.delete(pending)
-        with paused(cluster, replicas[0]):
+        with cluster.node_for_address(replicas[0]).pausing():
             call = asyncio.ensure_future(client.enqueue(Task("once"), queue=queue_name))
             await eventually(lambda: len(_blocked_wait_ids(master)) == 1, within=5)
             [task_id] = master.lrange(pending, 0, -1)
@@ -402,7 +387,7 @@ async def test_clients_with_different_replica_timeouts_share_a_connector(
         brief = Client(connector, wait_replicas=1, replica_timeout=0.1)
         patient = Client(connector, wait_replicas=1, replica_timeout=1.5)
         async with brief, patient:
-            with paused(cluster, replicas[0]):
+            with cluster.node_for_address(replicas[0]).pausing():
                 briefly = [
                     brief.enqueue(Task("brief", {"n": n}), queue=queue_name, process_in=60)
                     for n in range(8)

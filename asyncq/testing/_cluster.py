@@ -595,11 +595,14 @@ class LocalRedisCluster:
         Returns the new master's address once every running node routes ``slot`` to the same
         new master, that master considers itself a master, and every running node reports
         ``cluster_state:ok``. With the default 1 s node timeout this takes about 2-4 s.
+        Paused nodes (:meth:`RedisServerProcess.pause`) are not asked: they answer nothing.
         """
 
         def promoted() -> str:
             owners: set[str] = set()
             for node in self.running_nodes():
+                if node.paused:
+                    continue
                 client = node.admin_client()
                 state = cluster_info_of(client).get("cluster_state")
                 if state != "ok":

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -126,6 +126,7 @@ class RedisServerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         self._admin: redis.Redis | None = None
+        self.paused = False  # stopped with SIGSTOP by pause(): alive, answering nothing
         # Size of each log file when the current process was spawned, so that questions about
         # "this run" ignore what earlier runs appended to the same files.
         self._log_offsets: dict[str, int] = {}
@@ -310,6 +311,30 @@ class RedisServerProcess:
         """Return whether the process exists and has not exited."""
         return self._proc is not None and self._proc.poll() is None
 
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): it keeps its connections and accepts new ones, but
+        answers nothing, as a stalled or frozen machine does, until :meth:`resume`."""
+        if self.is_running() and not self.paused:
+            assert self._proc is not None
+            os.kill(self._proc.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self._proc is not None and self.paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    @contextlib.contextmanager
+    def pausing(self) -> Iterator[None]:
+        """The server paused (see :meth:`pause`) for the duration of the block."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
     def kill(self) -> None:
         """SIGKILL the server (simulating a crash) and wait for it to be gone."""
         proc = self._proc
@@ -319,6 +344,7 @@ class RedisServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self.paused = False
         self._drop_admin_client()
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
@@ -391,6 +417,7 @@ class RedisServerProcess:
         return "\n".join(parts) or f"(no log output in {self._directory})"
 
     def _send_terminate(self) -> None:
+        self.resume()  # a stopped process would not act on SIGTERM
         proc = self._proc
         if proc is not None and proc.poll() is None:
             # SIGTERM lets redis close its sockets and (for cluster nodes) save nodes.conf.
