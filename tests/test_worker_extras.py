@@ -159,6 +159,22 @@ async def test_final_write_waits_out_a_redis_outage(
         assert await counter(connector, key(queue_name, "processed")) == 1
 
 
+async def test_an_outage_is_logged_a_line_per_step_not_a_traceback(
+    durable_server: RedisServerProcess, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every component logged a full traceback at every step while Redis was down."""
+    connector = RedisConnector(durable_server.url, retry_deadline=0.3)
+    async with connector, running_server(connector, ServeMux(), {queue_name: 1}):
+        durable_server.stop()
+        try:
+            await eventually(lambda: "step failed" in caplog.text, what="a failed step")
+        finally:
+            durable_server.restart()
+    failed = [r for r in caplog.records if "step failed" in r.getMessage()]
+    assert failed and all(r.levelname == "WARNING" and r.exc_info is None for r in failed)
+    assert all("could not reach Redis" in r.getMessage() for r in failed)
+
+
 def test_sigtstp_stops_fetching_in_a_worker_process(
     tmp_path: Path, redis_server: StandaloneTarget
 ) -> None:

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from asyncq.errors import ConnectionFailedError
+
 __all__ = ["PeriodicComponent"]
 
 
@@ -53,6 +55,12 @@ class PeriodicComponent(ABC):
         try:
             await self._tick()
             self.ticks += 1
+        except ConnectionFailedError as error:
+            # Redis down or out of reach: expected in an outage, and the error says all
+            # there is to say. A traceback per component per step would flood the log.
+            self.logger.warning(
+                "asyncq %s: step failed; trying again in %.1fs: %s", self.name, self.interval, error
+            )
         except Exception:
             self.logger.exception(
                 "asyncq %s: step failed; trying again in %.1fs", self.name, self.interval
