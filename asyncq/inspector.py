@@ -402,7 +402,8 @@ class Inspector:
             # Between an aggregator's check and its delete the task sits in an aggregation
             # set; moving it then would leave it both there and in its new place.
             raise TaskStateError(
-                f"task {task_id!r} is being aggregated right now; try again in a moment"
+                f"task {task_id!r} is being aggregated right now; try again later (if its "
+                "aggregator died, the task returns to its group within about 2 minutes)"
             )
         if code in refusals:
             raise TaskStateError(f"task {task_id!r} {refusals[code]}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -66,25 +65,10 @@ def _json_bytes(payload: object) -> bytes:
     (and reused by the next encode).
     """
     encoded = orjson.dumps(payload)
-    # orjson writes NaN and the infinities as null, silently changing the data (JSON has no
-    # such numbers; Go refuses them). Only a payload whose JSON holds a null can hold one.
-    if b"null" in encoded and _holds_non_finite(payload):
-        raise TypeError("NaN and infinite floats have no JSON form")
     if len(encoded) < _COMPACT_BELOW:
         # A real copy: bytes(encoded) and encoded[:] hand back the same object.
         return memoryview(encoded).tobytes()
     return encoded
-
-
-def _holds_non_finite(value: object) -> bool:
-    """Whether a JSON value (dicts, lists and tuples of them) holds a NaN or an infinity."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_holds_non_finite(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_holds_non_finite(item) for item in value)
-    return False
 
 
 def _not_serialisable(task_type: str, error: TypeError) -> TypeError:

@@ -66,12 +66,10 @@ def test_text_with_no_utf8_form_and_payloads_that_are_not_bytes_are_refused_when
     assert Task.from_bytes("mail", bytearray(b"{}")).payload == b"{}"
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_numbers_json_has_no_form_for_are_refused_not_stored_as_null(value: float) -> None:
-    """orjson writes them as null: the task would have run with other data."""
-    with pytest.raises(TypeError, match=r"not JSON-serialisable .*NaN and infinite"):
-        Task("measure", {"readings": [1.0, {"v": value}]})
-    assert Task("measure", {"v": None, "w": 1.5}).payload == b'{"v":null,"w":1.5}'
+def test_numbers_json_has_no_form_for_are_written_as_null_as_documented() -> None:
+    """orjson's behaviour, kept: looking for them in every payload with a null in it cost
+    up to twenty times the encoding (docs/quickstart.md says so)."""
+    assert Task("measure", {"v": math.nan, "w": [math.inf]}).payload == b'{"v":null,"w":[null]}'
 
 
 @pytest.mark.parametrize(

@@ -267,6 +267,47 @@ async def _retries(connector: Connector, queue: str) -> int:
     return int(await connector.client.zcard(key(queue, "retry")))
 
 
+# What asynq's forwarder does with a due scheduled task whose hash names a group, written
+# here from its documented semantics: into the group, without listing the group.
+ASYNQ_STYLE_FORWARD = """
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
+  local group = redis.call("HGET", ARGV[2] .. id, "group")
+  redis.call("ZADD", ARGV[3] .. group, ARGV[1], id)
+  redis.call("ZREM", KEYS[1], id)
+  redis.call("HSET", ARGV[2] .. id, "state", "aggregating")
+end
+"""
+
+
+async def test_checks_while_a_grouped_task_is_scheduled_keep_its_group_listed(
+    connector: Connector, queue_name: str
+) -> None:
+    """The group is listed when the task is scheduled, so that it is found after asynq's
+    forwarder moves the task in; a check of the still-empty group must not unlist it."""
+    clock = ManualClock()
+    async with Client(connector, clock=clock) as client:
+        await client.enqueue(Task("item", {"n": 1}), queue=queue_name, group="g", process_in=30)
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    set_key = f"{keys.group('g')}:{uuid.uuid4()}"
+    for _ in range(2):
+        assert not await GroupBroker(broker).check(
+            keys, "g", set_key, max_size=0, max_delay=0, grace=0, now=clock.time()
+        )
+    clock.advance(31)
+    forward = connector.client.register_script(ASYNQ_STYLE_FORWARD)
+    now = int(clock.time())
+    await forward(
+        keys=[key(queue_name, "scheduled")], args=[now, keys.task_prefix, keys.group_prefix]
+    )
+    assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
+    batches: list[dict[str, object]] = []
+    options = {**GROUPS, "group_grace_period": 1, "clock": clock}
+    async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
+        clock.advance(2)
+        await eventually(lambda: len(batches) == 1)
+
+
 async def _in_group(connector: Connector, queue: str, group: str) -> bool:
     return bool(await connector.client.zcard(key(queue, f"g:{group}")))
 

@@ -286,6 +286,8 @@ def test_the_hour_the_clocks_repeat_keeps_an_hourly_or_finer_spec_firing() -> No
     first = daily.next_after(utc(2030, 11, 2, 12))
     assert first == utc(2030, 11, 3, 5, 30)
     assert daily.next_after(first) == utc(2030, 11, 4, 6, 30)
+    # Asked during the second 01:00-01:59, it does not fire again at the second 01:30.
+    assert daily.next_after(utc(2030, 11, 3, 6, 10)) == utc(2030, 11, 4, 6, 30)
 
 
 @pytest.mark.parametrize(

@@ -61,11 +61,15 @@ class GroupBroker:
         return deadline is not None and float(deadline) > now
 
     async def delete_set(self, keys: QueueKeys, set_key: str) -> None:
+        """Drop an aggregated set and its tasks; its group leaves the group list if it is
+        empty and none of its sets is still out (see aggregation_check.lua)."""
+        members = set_key.rsplit(":", 1)[0]  # "<prefix>g:<group>:<set-id>" -> its group
+        group = members.removeprefix(keys.group_prefix)
         await self.broker.run_queue_script(
             keys,
             "delete_aggregation_set",
-            [set_key, keys.aggregation_sets],
-            [keys.task_prefix, keys.unique_prefix],
+            [set_key, keys.aggregation_sets, members, keys.groups],
+            [keys.task_prefix, keys.unique_prefix, group],
         )
 
     async def reclaim_stale_sets(self, keys: QueueKeys, now: float) -> int:

@@ -100,7 +100,9 @@ class CronSpec(Schedule):
     def next_after(self, moment: datetime) -> datetime | None:
         after = moment.astimezone(UTC)
         local = after.astimezone(self.zone)
-        day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        # fold=0: a moment in the second pass of a repeated hour has fold=1, and a day kept
+        # with it would read every wall time of the day as its second reading.
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
         passed_hours = local.hour  # of the first day: before ``moment`` unless clocks go back
         for _ in range(SEARCH_DAYS):
             if self._day_matches(day):

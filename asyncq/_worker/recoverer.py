@@ -18,7 +18,7 @@ from asyncq._cluster.router import QueueRouter
 from asyncq._worker.component import PeriodicComponent
 from asyncq._worker.config import ServerConfig
 from asyncq._worker.finisher import Finisher
-from asyncq.errors import LeaseExpiredError, TaskDecodeError
+from asyncq.errors import ConnectionFailedError, LeaseExpiredError, TaskDecodeError
 
 __all__ = ["Recoverer"]
 
@@ -49,6 +49,8 @@ class Recoverer(PeriodicComponent):
             for task_id, raw in expired + orphaned:
                 try:
                     await self._recover(keys, task_id, raw, cutoff)
+                except ConnectionFailedError:
+                    raise  # Redis is out of reach: the pass ends here (one line is logged)
                 except Exception:
                     # One task that cannot be written (a bug, an odd reply) must not hold
                     # back the others, nor the queues after it: it is tried again next pass.

@@ -1,10 +1,10 @@
 -- aggregation_check: if a group is ready, move (up to max size of) its tasks into a new
 -- aggregation set. Semantics of asynq's aggregationCheckCmd: ready when the group holds
 -- max size tasks, when its oldest task waited max delay, or when its newest task is
--- older than the grace period. Unlike asynq, the group stays in the groups set while any
--- set of it is out, and leaves it at a check that finds it empty with none out: asynq's
--- recoverer puts a dead aggregator's set back into the group without listing the group
--- again, so a group left unlisted then would wait for a new task to be found.
+-- older than the grace period. Unlike asynq, the group is not taken out of the groups set
+-- here when the set empties it: asynq's recoverer puts a dead aggregator's set back into
+-- the group without listing the group again, and a group left unlisted then would wait
+-- for a new task to be found. Deleting the set (delete_aggregation_set) unlists it.
 --
 -- KEYS[1] = asynq:{q}:g:<group>            the group
 -- KEYS[2] = asynq:{q}:g:<group>:<set-id>   the new aggregation set
@@ -20,14 +20,6 @@
 -- RETURNS = 1 a set was made, 0 the group is not ready (or empty)
 local size = redis.call("ZCARD", KEYS[1])
 if size == 0 then
-  local prefix = KEYS[1] .. ":"
-  for _, name in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
-    -- One of this group's sets ("<group>:<set-id>", the id has no colon) is still out.
-    if string.sub(name, 1, #prefix) == prefix and not string.find(name, ":", #prefix + 1, true) then
-      return 0
-    end
-  end
-  redis.call("SREM", KEYS[4], ARGV[6])
   return 0
 end
 local max_size = tonumber(ARGV[1])
