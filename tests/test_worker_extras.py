@@ -20,6 +20,7 @@ from tests.worker_helpers import (
     counter,
     gone,
     key,
+    raising_mux,
     running_server,
     state_is,
     task_message,
@@ -30,11 +31,7 @@ from tests.worker_helpers import (
 async def test_not_a_failure_retries_without_counting(
     connector: Connector, queue_name: str
 ) -> None:
-    mux = ServeMux()
-
-    @mux.handler("busy")
-    async def busy(task: Task) -> None:
-        raise BlockingIOError("resource busy, try later")
+    mux = raising_mux("busy", BlockingIOError, "resource busy, try later")
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("busy"), queue=queue_name, max_retry=0)

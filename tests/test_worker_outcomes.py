@@ -24,6 +24,7 @@ from tests.worker_helpers import (
     counter,
     gone,
     key,
+    raising_mux,
     running_server,
     state_is,
     task_message,
@@ -116,11 +117,7 @@ async def test_a_retry_delay_that_is_no_time_falls_back_to_the_default_backoff(
     """An infinite delay used to raise while writing the retry: the task stayed active,
     and the recoverer then failed on it at every pass, recovering nothing after it."""
     clock = ManualClock()
-    mux = ServeMux()
-
-    @mux.handler("failing")
-    async def failing(task: Task) -> None:
-        raise RuntimeError("boom")
+    mux = raising_mux("failing", RuntimeError, "boom")
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("failing"), queue=queue_name, max_retry=3)
@@ -132,11 +129,7 @@ async def test_a_retry_delay_that_is_no_time_falls_back_to_the_default_backoff(
 
 
 async def test_last_retry_archives_with_the_error(connector: Connector, queue_name: str) -> None:
-    mux = ServeMux()
-
-    @mux.handler("doomed")
-    async def doomed(task: Task) -> None:
-        raise ValueError("bad input 42")
+    mux = raising_mux("doomed", ValueError, "bad input 42")
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("doomed"), queue=queue_name, max_retry=0)
@@ -149,11 +142,7 @@ async def test_last_retry_archives_with_the_error(connector: Connector, queue_na
 
 
 async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str) -> None:
-    mux = ServeMux()
-
-    @mux.handler("skip")
-    async def skip(task: Task) -> None:
-        raise SkipRetry("not worth retrying")
+    mux = raising_mux("skip", SkipRetry, "not worth retrying")
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("skip"), queue=queue_name, max_retry=10)
@@ -166,11 +155,7 @@ async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str
 async def test_revoke_task_drops_it_without_retry_or_archive(
     connector: Connector, queue_name: str
 ) -> None:
-    mux = ServeMux()
-
-    @mux.handler("revoke")
-    async def revoke(task: Task) -> None:
-        raise RevokeTask("cancelled by the user")
+    mux = raising_mux("revoke", RevokeTask, "cancelled by the user")
 
     async with Client(connector) as client:
         info = await client.enqueue(Task("revoke"), queue=queue_name)

@@ -21,6 +21,17 @@ FAST = {
 }
 
 
+def raising_mux(task_type: str, error: type[BaseException], message: str) -> ServeMux:
+    """A mux whose one handler, for ``task_type``, always raises ``error(message)``."""
+    mux = ServeMux()
+
+    @mux.handler(task_type)
+    async def fail(task: Task) -> None:
+        raise error(message)
+
+    return mux
+
+
 @asynccontextmanager
 async def running_server(
     connector: Connector, mux: ServeMux, queues: dict[str, int], **options: Any
