@@ -3,10 +3,13 @@
 ``python -m benchmarks.driver_main SPEC_JSON`` runs one mode:
 
 - ``single``: ``count`` single enqueues, ``in_flight`` at a time (gather + semaphore);
+- ``callers``: ``count`` single enqueues from ``in_flight`` long-lived callers, each
+  awaiting its calls in turn (as a web app's request handlers do);
 - ``batch``: the library's batch API (all tasks in one call unless ``batch_size`` is set);
 - ``paced``: one enqueue every ``1/rate`` s, for the pickup-latency scenario;
 - ``ceiling``: the ``single`` method with no library at all (each call only waits one turn
-  of the event loop): the most calls/s that method can show on this machine.
+  of the event loop): the most calls/s that method can show on this machine;
+  ``callers_ceiling`` the same for the ``callers`` method.
 
 It prints one ``result`` event (or ``error``); connecting and closing are not timed.
 """
@@ -18,15 +21,16 @@ import time
 
 from benchmarks.libs import load_adapter
 from benchmarks.libs.base import BatchUnsupportedError
-from benchmarks.measure import enqueue_concurrently, enqueue_paced, one_turn
+from benchmarks.measure import enqueue_by_callers, enqueue_concurrently, enqueue_paced, one_turn
 from benchmarks.protocol import emit, run_child
 from benchmarks.spec import ChildSpec
 
 
 async def drive(spec: ChildSpec) -> None:
     """Connect, run the mode, report, close."""
-    if spec.mode == "ceiling":
-        seconds = await enqueue_concurrently(one_turn, spec.count, spec.in_flight)
+    if spec.mode in ("ceiling", "callers_ceiling"):
+        method = enqueue_concurrently if spec.mode == "ceiling" else enqueue_by_callers
+        seconds = await method(one_turn, spec.count, spec.in_flight)
         emit("result", count=spec.count, seconds=seconds, tasks_per_s=spec.count / seconds)
         return
     adapter = load_adapter(spec)
@@ -34,6 +38,8 @@ async def drive(spec: ChildSpec) -> None:
     try:
         if spec.mode == "single":
             seconds = await enqueue_concurrently(adapter.enqueue, spec.count, spec.in_flight)
+        elif spec.mode == "callers":
+            seconds = await enqueue_by_callers(adapter.enqueue, spec.count, spec.in_flight)
         elif spec.mode == "paced":
             seconds = await enqueue_paced(adapter.enqueue, spec.count, spec.rate)
         else:

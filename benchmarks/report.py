@@ -67,6 +67,7 @@ class Metric:
 
 METRICS = [
     Metric("enqueue 1-by-1 /s", "noop", _path("enqueue_single", "tasks_per_s"), 0, True),
+    Metric("enqueue 32 callers /s", "callers", _path("enqueue_callers", "tasks_per_s"), 0, True),
     Metric("enqueue batch /s", "batch", _path("enqueue_batch", "tasks_per_s"), 0, True),
     Metric("no-op /s", "noop", _path("process_noop", "tasks_per_s"), 0, True),
     Metric("sleep 10 ms /s", "sleep", _path("process_sleep", "tasks_per_s"), 0, True),
@@ -110,27 +111,34 @@ def notes(doc: dict[str, Any]) -> str:
 
 
 def ceiling_note(doc: dict[str, Any]) -> str:
-    """The one-by-one method's own limit on this machine, and asyncq's column against it."""
-    ceiling = (doc.get("method_ceiling") or {}).get("single_per_s")
-    if not ceiling:
-        return ""
-    out = [
-        f"The one-by-one method alone (`gather` + semaphore, {doc['parameters']['in_flight']}"
-        f" in flight, each call only waiting one turn of the event loop, no library) runs at"
-        f" {ceiling:,.0f} calls/s on this machine (best of three runs, in asyncq's"
-        f" environment): about the most any library can show in that column here."
+    """The one-by-one methods' own limits on this machine, and asyncq's columns against them."""
+    limits = doc.get("method_ceiling") or {}
+    in_flight = doc["parameters"]["in_flight"]
+    methods = [
+        ("single", f"The one-by-one method alone (`gather` + semaphore, {in_flight} in flight"),
+        ("callers", f"The {in_flight} callers method alone ({in_flight} loops of calls"),
     ]
-    single = _path("enqueue_single", "tasks_per_s")
-    for topology in ("standalone", "cluster"):
-        here = [r for r in _measured(doc) if r["topology"] == topology and single(r)]
-        mine = next((single(r) for r in here if r["library"] == "asyncq"), None)
-        best = max((single(r) for r in here if r["library"] != "asyncq"), default=None)
-        if mine and best:
-            out.append(
-                f"{topology.capitalize()}: asyncq reaches {mine / ceiling:.0%} of it; five"
-                f" times the best peer would be {5 * best:,.0f} calls/s"
-                f" ({5 * best / ceiling:.0%} of it)."
-            )
+    out = []
+    for key, opening in methods:
+        ceiling = limits.get(f"{key}_per_s")
+        if not ceiling:
+            continue
+        out.append(
+            f"{opening}, each call only waiting one turn of the event loop, no library) runs"
+            f" at {ceiling:,.0f} calls/s on this machine (best of three runs, in asyncq's"
+            f" environment): about the most any library can show in that column here."
+        )
+        column = _path(f"enqueue_{key}", "tasks_per_s")
+        for topology in ("standalone", "cluster"):
+            here = [r for r in _measured(doc) if r["topology"] == topology and column(r)]
+            mine = next((column(r) for r in here if r["library"] == "asyncq"), None)
+            best = max((column(r) for r in here if r["library"] != "asyncq"), default=None)
+            if mine and best:
+                out.append(
+                    f"{topology.capitalize()}: asyncq reaches {mine / ceiling:.0%} of it; five"
+                    f" times the best peer would be {5 * best:,.0f} calls/s"
+                    f" ({5 * best / ceiling:.0%} of it)."
+                )
     return " ".join(out)
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Topology = Literal["standalone", "cluster"]
-DriverMode = Literal["single", "batch", "paced", "ceiling"]
+DriverMode = Literal["single", "callers", "batch", "paced", "ceiling", "callers_ceiling"]
 Workload = Literal["noop", "sleep"]
 EventLoop = Literal["asyncio", "uvloop"]
 
