@@ -214,3 +214,71 @@ async def test_periodic_and_inspector_scripts_wait_for_a_slot_move_and_see_every
         assert not running.done()
         move.finish()
         assert await running == expected
+
+
+async def _several_idle_connections(connector: RedisClusterConnector, address: str) -> None:
+    """Leave redis-py several idle connections to one node, as a busy app has: commands
+    made at the same moment each take one."""
+    node = connector.client.get_node(node_name=address)
+    await asyncio.gather(*(node.execute_command("PING") for _ in range(8)))
+    assert len(node._free) >= 2  # redis-py's pool of idle connections (what this needs)
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["one connection", "busy pool"])
+async def test_single_key_commands_reach_keys_already_on_the_new_master(
+    cluster: LocalRedisCluster, busy: bool
+) -> None:
+    """The lease set and a task hash are across, the slot still migrating: the
+    heartbeater's ``ZADD XX`` and a handler's result must reach them (ASK, then ASKING on
+    the connection that carries the command). redis-py sends ASKING on one pooled
+    connection and the command on another, so with several idle ones the new master
+    sent the command back until the call ran out of time."""
+    queue = _queue()
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=2)
+    async with connector, Client(connector) as client:
+        await client.enqueue(Task("t"), queue=queue)
+        broker = Broker(connector)
+        keys = broker.keys(queue)
+        ((task_id, _),) = await broker.dequeue(keys, 1, int(time.time()) + 60)
+        move = SlotMove(cluster, queue_slot(queue))
+        if busy:
+            await _several_idle_connections(connector, move.target_address)
+        try:
+            move.move([keys.lease, keys.task(task_id)])
+            await broker.extend_leases(keys, [task_id], int(time.time()) + 600)
+            await broker.write_result(keys, task_id, b"42")
+        finally:
+            move.finish()
+        assert await connector.client.hget(keys.task(task_id), "result") == b"42"
+        assert await connector.client.zscore(keys.lease, task_id) > time.time() + 300
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["one connection", "busy pool"])
+async def test_a_script_whose_keys_are_all_across_runs_before_the_slot_is_handed_over(
+    cluster: LocalRedisCluster, busy: bool
+) -> None:
+    """The last moment of a reshard: every key of the slot is on the new master, which
+    does not own the slot yet. An acknowledgement must run there (ASK, ASKING), loading
+    its script on that master first, and not wait for the hand-over."""
+    queue = _queue()
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=2)
+    async with connector, Client(connector) as client:
+        for n in range(2):
+            await client.enqueue(Task("t", {"n": n}), queue=queue)
+        broker = Broker(connector)
+        keys = broker.keys(queue)
+        (first, _), (second, _) = await broker.dequeue(keys, 2, int(time.time()) + 60)
+        assert await broker.done(keys, first, "", time.time())  # the counters exist
+        move = SlotMove(cluster, queue_slot(queue))
+        move.target.script_flush()  # a master that never ran asyncq's scripts
+        if busy:
+            await _several_idle_connections(connector, move.target_address)
+        try:
+            while moving := move.source.execute_command("CLUSTER", "GETKEYSINSLOT", move.slot, 100):
+                move.move([_text(k) for k in moving])
+            assert await broker.done(keys, second, "", time.time())
+            assert move.target.execute_command("CLUSTER", "COUNTKEYSINSLOT", move.slot) > 0
+        finally:
+            move.finish()
+        assert await connector.client.llen(keys.active) == 0
+        assert int(await connector.client.get(keys.processed_total)) == 2

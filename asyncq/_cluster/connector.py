@@ -30,7 +30,7 @@ from redis.backoff import NoBackoff
 
 from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript, evalsha_loading
-from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks
+from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks, TryAgainLater
 from asyncq._cluster.replicated import ReplicatedCalls
 from asyncq._cluster.retry import call_with_retry, untrusted_certificate, within
 from asyncq.errors import ConnectionFailedError, InvalidOptionError, RedisRefusedError
@@ -321,6 +321,8 @@ class Connector(ABC):
                 command = ("EVALSHA", script.sha, len(keys), *keys, *arguments())
                 try:
                     return await self._run_on_link(links, script, keys[0], command)
+                except TryAgainLater as error:  # a slot move splits the keys: wait it out
+                    raise rx.TryAgainError(str(error)) from None
                 except LinkUnusable:
                     pass  # redis-py takes this attempt
             # Not the first send's form: redis-py may repeat this one after a timeout.
@@ -332,11 +334,7 @@ class Connector(ABC):
     async def _run_on_link(
         self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
     ) -> Any:
-        address = self.node_of(key)
-        reply = await links.call(address, command)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            await links.call(address, ("SCRIPT", "LOAD", script.source))
-            reply = await links.call(address, command)
+        reply = await links.call(self.node_of(key), command, script=script.source)
         if isinstance(reply, hiredis.ReplyError):
             # The script ran and failed (or Redis refused it): the same error redis-py
             # would raise, so callers and the retry policy see one kind of error.
@@ -582,6 +580,33 @@ class RedisClusterConnector(Connector):
     def node_of(self, key: str) -> str:
         node = self.client.get_node_from_key(key)
         return f"{node.host}:{node.port}"
+
+    async def execute(self, *args: EncodableT) -> Any:
+        """Run one Redis command, routed by its key, with retry; a key already on the
+        node its slot is moving to is reached by asyncq itself (see ``_execute_once``)."""
+        return await self.call(lambda client: self._execute_once(client, args))
+
+    async def _execute_once(self, client: RedisClient, args: tuple[EncodableT, ...]) -> Any:
+        try:
+            return await client.execute_command(*args)
+        except rx.ClusterError as error:
+            # redis-py follows an ASK with ASKING on one pooled connection and the command
+            # on another, which the node the slot moves to then sends back (MOVED), until
+            # its redirections run out. The link follows it on one connection. The key of
+            # every single-key command is its first argument; for any other command the
+            # link is sent to the wrong node, is redirected, and the error stands.
+            key = args[1] if len(args) > 1 else None
+            if str(error) != "TTL exhausted." or self._links is None or not isinstance(key, str):
+                raise
+            try:
+                reply = await self._links.call(self.node_of(key), args)
+            except LinkUnusable:
+                raise error from None
+        if isinstance(reply, hiredis.ReplyError):
+            raise rx.ResponseError(str(reply))
+        # The reply as redis-py would give it (its reply parsing is per command).
+        parse = client.response_callbacks.get(str(args[0]).upper())
+        return reply if parse is None else parse(reply)
 
     async def _refresh_slot_map(self) -> None:
         # redis-py reads the map again after a lost connection or a redirection, but not

@@ -8,11 +8,15 @@ once: a call packs its command with hiredis, writes it and waits for its reply,
 which arrives in order. It costs about half as much. Links speak TLS where the
 connector does, with the SSL context redis-py's own connections use.
 
-Shared links only ever carry EVALSHA, SCRIPT LOAD and CLIENT UNBLOCK; a private link
-(``open_private``) also carries the worker's blocking wait for new tasks. Anything
-unusual (a lost or refused connection, a timeout, a redirection, a cluster in failover)
-is reported to the connector as ``LinkUnusable``, and the connector then runs that call
-through redis-py, which knows how to follow a cluster through failovers and slot moves.
+Shared links carry EVALSHA, SCRIPT LOAD, CLIENT UNBLOCK and, while a slot moves, the
+single-key commands redis-py could not deliver (never a command that blocks); a private
+link (``open_private``) also carries the worker's blocking wait for new tasks. An ASK
+redirection (a key already on the node a slot is moving to) is followed here, with
+ASKING right before the command on the same connection, as the cluster protocol
+requires. Anything else unusual (a lost or refused connection, a timeout, a MOVED, a
+cluster in failover) is reported to the connector as ``LinkUnusable``, and the connector
+then runs that call through redis-py, which knows how to follow a cluster through
+failovers and slot moves.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import hiredis
 
 from asyncq._aio import mark_seen
 
-__all__ = ["LinkUnusable", "PairProgress", "ScriptLink", "ScriptLinks"]
+__all__ = ["LinkUnusable", "PairProgress", "ScriptLink", "ScriptLinks", "TryAgainLater"]
 
 EncodableT = str | bytes | int | float
 
@@ -41,6 +45,12 @@ _HAND_OVER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MAS
 
 class LinkUnusable(Exception):
     """The link cannot carry this call now; run it the ordinary way."""
+
+
+class TryAgainLater(LinkUnusable):
+    """A slot is moving and the call's keys are split between its two nodes (TRYAGAIN
+    after an ASK): no node can run it until the move is over, so it is retried later,
+    not handed to redis-py."""
 
 
 class PairProgress:
@@ -193,16 +203,59 @@ class ScriptLinks:
             tls=tls,
         )
 
-    async def call(self, address: str, args: Sequence[EncodableT]) -> Any:
-        """Run one command on the node at ``address``; raises ``LinkUnusable`` when the
-        link cannot carry it (the caller then uses redis-py)."""
+    async def call(
+        self, address: str, args: Sequence[EncodableT], *, script: str | None = None
+    ) -> Any:
+        """Run one command on the node at ``address`` (following an ASK to the node named);
+        raises ``LinkUnusable`` when the link cannot carry it (the caller then uses
+        redis-py). ``script``: the source of the script an EVALSHA runs, loaded on the
+        node that answers NOSCRIPT (a restarted node, or the one a slot moves to)."""
         link = self._links.get(address)
         if link is None or not link.usable:
             link = await self._open(address)
         reply = await link.call(args)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_HAND_OVER_ERRORS):
-            raise LinkUnusable(str(reply))
+        if isinstance(reply, hiredis.ReplyError):
+            return await self._after_error(link, reply, args, script)
         return reply
+
+    async def _after_error(
+        self,
+        link: ScriptLink,
+        reply: hiredis.ReplyError,
+        args: Sequence[EncodableT],
+        script: str | None,
+        asking: bool = False,
+    ) -> Any:
+        """What an error reply leads to: the script loaded and the call made again, an
+        ASK followed, or ``LinkUnusable``; any other error reply is the call's answer."""
+        text = str(reply)
+        if text.startswith("NOSCRIPT") and script is not None:
+            await link.call(("SCRIPT", "LOAD", script))
+            reply = await _send(link, args, asking)
+            if not isinstance(reply, hiredis.ReplyError):
+                return reply
+            text = str(reply)
+        if text.startswith("ASK ") and not asking:
+            target = await self._ask_target(text)
+            reply = await _send(target, args, asking=True)
+            if not isinstance(reply, hiredis.ReplyError):
+                return reply
+            return await self._after_error(target, reply, args, script, asking=True)
+        if text.startswith("TRYAGAIN") and asking:
+            raise TryAgainLater(text)
+        if text.startswith(_HAND_OVER_ERRORS):
+            raise LinkUnusable(text)
+        return reply
+
+    async def _ask_target(self, redirect: str) -> ScriptLink:
+        """The shared link to the node an ``ASK <slot> <host:port>`` names."""
+        parts = redirect.split()
+        if len(parts) != 3:
+            raise LinkUnusable(f"unreadable redirection: {redirect}")
+        link = self._links.get(parts[2])
+        if link is None or not link.usable:
+            link = await self._open(parts[2])
+        return link
 
     async def call_then_wait(
         self,
@@ -319,6 +372,18 @@ class ScriptLinks:
             answer = await reply
             if isinstance(answer, hiredis.ReplyError):
                 raise LinkUnusable(f"handshake refused: {answer}")
+
+
+async def _send(link: ScriptLink, args: Sequence[EncodableT], asking: bool) -> Any:
+    """One command on ``link``; after an ASK, with ASKING written right before it, so that
+    no other command comes between them (the allowance ASKING gives lasts one command
+    on one connection)."""
+    if not asking:
+        return await link.call(args)
+    allowance = link.call(("ASKING",))
+    answer = link.call(args)  # written before this coroutine next lets another one run
+    _, reply = await asyncio.gather(allowance, answer)
+    return reply
 
 
 async def _call_then_wait(
