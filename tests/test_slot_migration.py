@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import redis
 
-from asyncq import Client, RedisClusterConnector, Task
+from asyncq import Client, RedisClusterConnector, ServeMux, Server, Task
 from asyncq._broker.inspect import InspectBroker
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, eventually
+from tests.worker_helpers import FAST
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +283,108 @@ async def test_a_script_whose_keys_are_all_across_runs_before_the_slot_is_handed
             move.finish()
         assert await connector.client.llen(keys.active) == 0
         assert int(await connector.client.get(keys.processed_total)) == 2
+
+
+def _queue_on_another_master(cluster: LocalRedisCluster, than: str) -> str:
+    owner, _ = cluster.slot_owner(queue_slot(than))
+    while cluster.slot_owner(queue_slot(name := _queue()))[0] == owner:
+        pass
+    return name
+
+
+async def test_a_queue_whose_slot_is_moving_does_not_hold_up_a_workers_other_queues(
+    cluster: LocalRedisCluster,
+) -> None:
+    """One queue's scripts are refused (TRYAGAIN) until its move is over, and the
+    connector waits up to its retry_deadline for that; meanwhile the worker's other
+    queue, on another master, is served as usual. (Each dequeue round used to wait for
+    the moving queue first: one round per retry_deadline.)"""
+    moving = _queue()
+    steady = _queue_on_another_master(cluster, moving)
+    ran: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.queue)
+
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)
+    async with connector, Client(connector) as client:
+        held = await client.enqueue(Task("t"), queue=moving)
+        move = SlotMove(cluster, queue_slot(moving))
+        try:
+            move.move([f"asynq:{{{moving}}}:t:{held.id}"])  # its scripts are refused now
+            server = Server(connector, queues={moving: 1, steady: 1}, concurrency=4, **FAST)
+            await server.start(mux)
+            try:
+                for served in range(1, 5):  # one at a time: every dequeue round counts
+                    await client.enqueue(Task("t"), queue=steady)
+                    await eventually(lambda n=served: ran.count(steady) == n, within=5)  # type: ignore[misc]
+                assert moving not in ran
+                move.finish()
+                await eventually(lambda: moving in ran, within=20)
+            finally:
+                await server.shutdown()
+        finally:
+            if cluster.slot_owner(move.slot)[0] != move.target_address:
+                move.finish()
+
+
+async def test_tasks_a_late_dequeue_brings_when_every_slot_is_busy_go_back_and_run_later(
+    cluster: LocalRedisCluster,
+) -> None:
+    """The other queue's tasks took every slot while the moving queue's dequeue waited:
+    what that dequeue brings when the move ends goes back to the head of its queue (the
+    concurrency limit holds), and runs once slots are free, once."""
+    moving = _queue()
+    steady = _queue_on_another_master(cluster, moving)
+    gate = asyncio.Event()
+    running: list[str] = []
+    ran: list[str] = []
+    most = 0
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        nonlocal most
+        running.append(task.id)  # type: ignore[attr-defined]
+        most = max(most, len(running))
+        await gate.wait()
+        running.remove(task.id)  # type: ignore[attr-defined]
+        ran.append(task.queue)
+
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)
+    async with connector, Client(connector) as client:
+        held = await client.enqueue(Task("t"), queue=moving)
+        keys = Broker(connector).keys(moving)
+        move = SlotMove(cluster, queue_slot(moving))
+        try:
+            move.move([keys.task(held.id)])
+            server = Server(connector, queues={moving: 1, steady: 1}, concurrency=2, **FAST)
+            await server.start(mux)
+            try:
+                for _ in range(2):
+                    await client.enqueue(Task("t"), queue=steady)
+                await eventually(lambda: len(running) == 2, within=5)
+                move.finish()
+                # The late dequeue lands (it records what it took) while both slots are
+                # busy: the task goes back to pending.
+                took = f"asynq:{{{moving}}}:dequeue:*"
+                await eventually(lambda: move.target.keys(took), within=20, what="it landed")
+                redis_client = connector.client
+
+                async def put_back() -> bool:
+                    return held.id.encode() in await redis_client.lrange(keys.pending, 0, -1)
+
+                await eventually(put_back, within=10, what="the late task put back")
+                assert len(running) == 2
+                gate.set()
+                await eventually(lambda: len(ran) == 3, within=10)
+            finally:
+                gate.set()
+                await server.shutdown()
+        finally:
+            if cluster.slot_owner(move.slot)[0] != move.target_address:
+                move.finish()
+    assert sorted(ran) == sorted([moving, steady, steady])
+    assert most == 2

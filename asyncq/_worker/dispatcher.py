@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_stored
@@ -44,6 +44,11 @@ MAX_BATCH = 64  # tasks taken by one dequeue call at most
 MAX_FETCHES = 2
 LATEST_DEADLINE = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not a busy loop
+# A dequeue still unanswered after this long is left to finish on its own while the other
+# queues are served: on a cluster, one queue's master may be failing over or its slot
+# moving to another master, and the connector waits that out (up to its retry_deadline).
+# A dequeue normally answers within milliseconds.
+LATE_AFTER = 0.5
 
 
 def compute_deadline(msg: TaskMessage, now: float) -> float:
@@ -60,12 +65,26 @@ def compute_deadline(msg: TaskMessage, now: float) -> float:
     return min(deadline, LATEST_DEADLINE)
 
 
+Taken = list[tuple[QueueKeys, str, bytes]]
+
+
+class _Fetched(NamedTuple):
+    """What a dequeue round brought: the tasks taken, and whether a queue failed."""
+
+    found: Taken
+    failed: bool
+
+
 class _Fetch(NamedTuple):
     """A dequeue on its way: its call, the slots it holds, and the lease it writes."""
 
-    call: asyncio.Future[tuple[list[tuple[QueueKeys, str, bytes]], bool]]
+    call: asyncio.Future[_Fetched]
     wanted: int
     lease_expiry: int
+
+
+class _Late(Exception):
+    """A queue's dequeue did not answer in time and goes on in the background."""
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -114,6 +133,9 @@ class Dispatcher:
         self._watch_stop: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
+        # Only where queues live on different masters can one be slow while others are not.
+        self._may_be_late = broker.connector.is_cluster and len(router.queues) > 1
+        self._late: dict[asyncio.Task[None], str] = {}  # dequeues landing late, and queues
 
     def start(self, group: asyncio.TaskGroup) -> None:
         """Start the dequeue loop; handlers become children of ``group``."""
@@ -195,10 +217,13 @@ class Dispatcher:
             while fetches:  # a dequeue on its way at a stop completes, and its tasks run
                 await asyncio.wait({fetches[0].call})
                 await self._fetched(fetches.pop(0))
+            while self._late:  # so do the ones landing late
+                await asyncio.wait(set(self._late))
         except BaseException:
             # Torn down (not stopped): as when one dequeue was awaited here, the ones on
             # their way are dropped, and what they took waits for the recoverer.
-            calls = [fetch.call for fetch in fetches]
+            calls: list[asyncio.Future[Any]] = [fetch.call for fetch in fetches]
+            calls += self._late
             for call in calls:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
@@ -349,9 +374,10 @@ class Dispatcher:
     async def _lease_after_the_wait(
         self, found: list[tuple[QueueKeys, str, bytes]], lease_expiry: int
     ) -> int:
-        """The lease of tasks a watch took. Normally the one written at arming; if the
-        clock moved on further than the wait can explain (a suspended machine, a test's
-        clock), the leases are extended first, as the heartbeater would."""
+        """The lease of tasks a watch (or a late dequeue) took. Normally the one written
+        at arming; if the clock moved on further than the wait can explain (a suspended
+        machine, a test's clock, a dequeue that waited out a failover), the leases are
+        extended first, as the heartbeater would."""
         now = self.clock.time()
         if lease_expiry - now >= self.config.lease_duration - 1:
             return lease_expiry
@@ -369,20 +395,26 @@ class Dispatcher:
 
     async def _fetch(
         self, wanted: int, lease_expiry: int, only: list[str] | None = None
-    ) -> tuple[list[tuple[QueueKeys, str, bytes]], bool]:
+    ) -> _Fetched:
         """Dequeue up to ``wanted`` tasks, trying the queues (``only`` these, if given)
         in the router's order.
 
         A queue that fails is logged and skipped, so the tasks already taken from other
-        queues (now leased) still run; returns them and whether anything failed.
+        queues (now leased) still run; so is a queue whose dequeue is late (see
+        ``LATE_AFTER``), and it is not asked again until that dequeue has landed.
         """
-        found: list[tuple[QueueKeys, str, bytes]] = []
+        found: Taken = []
         failed = False
         order = self.router.order()
+        late = set(self._late.values())
         for queue in order if only is None else [q for q in order if q in only]:
+            if queue in late:
+                continue
             keys = self.broker.keys(queue)
             try:
-                taken = await self.broker.dequeue(keys, wanted - len(found), lease_expiry)
+                taken = await self._dequeue(keys, wanted - len(found), lease_expiry)
+            except _Late:
+                continue
             except Exception as error:
                 failed = True
                 self.logger.error("dequeue from %s failed: %s", queue, error)
@@ -390,7 +422,49 @@ class Dispatcher:
             found += [(keys, task_id, raw) for task_id, raw in taken]
             if len(found) >= wanted:
                 break
-        return found, failed
+        return _Fetched(found, failed)
+
+    async def _dequeue(
+        self, keys: QueueKeys, count: int, lease_expiry: int
+    ) -> list[tuple[str, bytes]]:
+        """One queue's dequeue; raises ``_Late`` when it is left to land on its own."""
+        if not self._may_be_late:
+            return await self.broker.dequeue(keys, count, lease_expiry)
+        call = asyncio.ensure_future(self.broker.dequeue(keys, count, lease_expiry))
+        try:
+            await asyncio.wait({call}, timeout=LATE_AFTER)
+        except BaseException:  # torn down: the call goes with this fetch
+            call.cancel()
+            raise
+        if call.done():
+            return call.result()
+        assert self._group is not None
+        lander = self._group.create_task(self._land(keys, call, lease_expiry))
+        self._late[lander] = keys.name
+        lander.add_done_callback(self._late.pop)
+        raise _Late
+
+    async def _land(
+        self, keys: QueueKeys, call: asyncio.Future[list[tuple[str, bytes]]], lease_expiry: int
+    ) -> None:
+        """Run what a late dequeue took in the slots free when it lands; put the rest back
+        at the head of the queue. (Its slots went back at once, so that the other queues
+        were served meanwhile, and may be taken now.)"""
+        try:
+            taken = await call
+        except Exception as error:
+            self.logger.error("dequeue from %s failed: %s", keys.name, error)
+            return
+        room = self.slots.take(len(taken))
+        if room:
+            found = [(keys, task_id, raw) for task_id, raw in taken[:room]]
+            expiry = await self._lease_after_the_wait(found, lease_expiry)
+            await self._launch_all(found, float(expiry))
+        for task_id, _ in taken[room:]:
+            try:
+                await self.broker.requeue(keys, task_id, self.clock.time_ns())
+            except Exception as error:  # its lease runs out and the recoverer brings it back
+                self.logger.warning("could not put back task %s: %s", task_id, error)
 
     async def _launch_all(
         self, found: list[tuple[QueueKeys, str, bytes]], lease_expiry: float
