@@ -110,7 +110,8 @@ class Server:
         if concurrency is not None:
             options["concurrency"] = concurrency
         if queues is not None:
-            options["queues"] = dict(queues)
+            # Anything but a mapping is for QueueRouter to refuse, with a clear message.
+            options["queues"] = dict(queues) if isinstance(queues, Mapping) else queues
         if is_failure is not None:
             options["is_failure"] = is_failure
         if clock is not None:
@@ -127,7 +128,8 @@ class Server:
         self._components: list[Any] = []
         self._ready = asyncio.Event()
         self._release = asyncio.Event()
-        self._shutdown_started = False
+        self._shutting_down: asyncio.Future[None] | None = None
+        self._hurry = asyncio.Event()  # stop waiting for running handlers: cancel them now
 
     # -- public lifecycle ------------------------------------------------------------------------
 
@@ -191,11 +193,23 @@ class Server:
 
         A handler that ignores cancellation is abandoned after a short grace: its task
         is put back into pending all the same (as asynq does), while the handler may
-        still be running in this process.
+        still be running in this process. Every call waits for the same shutdown to end.
         """
-        if self._shutdown_started or self._runner is None:
+        if self._runner is None:
             return
-        self._shutdown_started = True
+        if self._shutting_down is None:
+            self._shutting_down = asyncio.ensure_future(self._shutdown())
+        # Shielded: a caller cancelled meanwhile (a web app's lifespan hook, say) does not
+        # cut the shutdown short for the others.
+        await asyncio.shield(self._shutting_down)
+
+    def hurry(self) -> None:
+        """Stop waiting for running handlers (a second Ctrl-C): a shutdown under way, or
+        the next one, cancels them at once and puts their tasks back into pending."""
+        self._hurry.set()
+
+    async def _shutdown(self) -> None:
+        assert self._runner is not None
         if self._runner.done():
             await self._after_crash()
             return
@@ -249,29 +263,53 @@ class Server:
         await self.connector.aclose()
 
     async def run(self, handler: Handler) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully (SIGTSTP: stop fetching)."""
-        await self.start(handler)
+        """Serve until SIGTERM or SIGINT, then shut down gracefully; a second SIGTERM or
+        SIGINT stops waiting for running handlers (``hurry``). SIGTSTP: stop fetching.
+
+        Needs the main thread (signals); elsewhere, use ``start`` and ``shutdown``.
+        """
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
-        handled = {signal.SIGTERM: stop_requested.set, signal.SIGINT: stop_requested.set}
+
+        def on_stop_signal() -> None:
+            if stop_requested.is_set():
+                self.config.logger.warning("stop signal again: cancelling running tasks now")
+                self.hurry()
+            stop_requested.set()
+
+        handled = {signal.SIGTERM: on_stop_signal, signal.SIGINT: on_stop_signal}
         if hasattr(signal, "SIGTSTP"):
             handled[signal.SIGTSTP] = self.stop
-        for signum, callback in handled.items():
-            loop.add_signal_handler(signum, callback)
+        installed: list[signal.Signals] = []
         try:
+            for signum, callback in handled.items():
+                try:
+                    loop.add_signal_handler(signum, callback)
+                except (RuntimeError, ValueError, NotImplementedError) as error:
+                    raise RuntimeError(
+                        f"Server.run() handles signals, which needs the main thread and a "
+                        f"loop that supports them ({error}); use start() and shutdown()"
+                    ) from None
+                installed.append(signum)
+            await self.start(handler)
             assert self._runner is not None
             assert self._dispatcher is not None
             crashed = await self._wait_for_stop_or_crash(stop_requested, self._dispatcher.loop_task)
+            if crashed is not None and self._shutting_down is not None:
+                # shutdown() was called from elsewhere: that ended the server, no crash.
+                await self.shutdown()
+                if crashed.cancelled() or crashed.exception() is None:
+                    return
             if crashed is not None:
                 self.config.logger.error("the server stopped unexpectedly; shutting down")
                 await self.shutdown()
                 if not crashed.cancelled():
                     crashed.result()  # re-raise what ended the server
                 raise RuntimeError("the server stopped unexpectedly")
-            self.config.logger.info("shutting down")
+            self.config.logger.info("shutting down (signal again to cancel running tasks now)")
             await self.shutdown()
         finally:
-            for signum in handled:
+            for signum in installed:
                 loop.remove_signal_handler(signum)
 
     # -- inside ----------------------------------------------------------------------------------
@@ -307,13 +345,26 @@ class Server:
         """Wait for running handlers up to the shutdown timeout, then cancel and requeue;
         return how many handlers ignored the cancellation (their tasks are requeued too)."""
         assert self._dispatcher is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.shutdown_timeout):
-                await self._jobs.wait_empty()
+        if len(self._jobs) and not self._hurry.is_set():
+            self.config.logger.info(
+                "waiting up to %.0fs for %d running task(s)",
+                self.config.shutdown_timeout,
+                len(self._jobs),
+            )
+            drained = asyncio.ensure_future(self._jobs.wait_empty())
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait(
+                {drained, hurried},
+                timeout=self.config.shutdown_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            drained.cancel()
+            hurried.cancel()
         if not len(self._jobs):
             return 0
         self.config.logger.warning(
-            "shutdown timeout: cancelling %d running task(s) and requeueing them",
+            "%s: cancelling %d running task(s) and requeueing them",
+            "asked to hurry" if self._hurry.is_set() else "shutdown timeout",
             len(self._jobs),
         )
         for job in self._jobs:

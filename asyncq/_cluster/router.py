@@ -15,7 +15,9 @@ from functools import reduce
 from asyncq._broker.keys import validate_queue_name
 from asyncq.errors import InvalidOptionError
 
-__all__ = ["QueueRouter"]
+__all__ = ["MAX_PRIORITY", "QueueRouter"]
+
+MAX_PRIORITY = 2**31 - 1  # asynq's server record holds priorities as int32
 
 
 class QueueRouter:
@@ -24,6 +26,11 @@ class QueueRouter:
     def __init__(
         self, queues: Mapping[str, int], *, strict: bool = False, rng: random.Random | None = None
     ) -> None:
+        if not isinstance(queues, Mapping):
+            raise InvalidOptionError(
+                f"queues must map each queue name to its priority, such as "
+                f"{{'critical': 6, 'default': 3}}, got {queues!r}"
+            )
         if not queues:
             raise InvalidOptionError("a server needs at least one queue, e.g. {'default': 1}")
         for name, priority in queues.items():
@@ -31,6 +38,10 @@ class QueueRouter:
             if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
                 raise InvalidOptionError(
                     f"priority of queue {name!r} must be a whole number >= 1, got {priority!r}"
+                )
+            if priority > MAX_PRIORITY:
+                raise InvalidOptionError(
+                    f"priority of queue {name!r} must be at most {MAX_PRIORITY}, got {priority}"
                 )
         # As given, for the server's record (asynq's heartbeat lists them so).
         self.configured = dict(queues)

@@ -9,7 +9,16 @@ from abc import ABC, abstractmethod
 
 from asyncq.errors import ConnectionFailedError
 
-__all__ = ["PeriodicComponent"]
+__all__ = ["PeriodicComponent", "raise_if_cancelled"]
+
+
+def raise_if_cancelled() -> None:
+    """End a loop whose task is being cancelled even if the cancellation was swallowed
+    on its way: a redis-py call can return normally while its task is cancelled, and a
+    loop that went on would hold its task group, and the program's exit, for good."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class PeriodicComponent(ABC):
@@ -45,6 +54,7 @@ class PeriodicComponent(ABC):
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             await self._safe_tick()
+            raise_if_cancelled()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that arrives as the wait ends, and the loop would never stop.
             with contextlib.suppress(TimeoutError):

@@ -43,6 +43,7 @@ GroupAggregator = Callable[[str, list[Task]], "Task | Awaitable[Task]"]
 # asynq's lease is 30 s and its recoverer waits 30 s more; a shorter lease beside Go
 # servers would let them take back tasks that are still running here.
 ASYNQ_LEASE_SECONDS = 30.0
+MAX_INT32 = 2**31 - 1  # the largest concurrency or priority asynq's server record holds
 
 
 def default_retry_delay(retried: int, error: BaseException, task: Task) -> float:
@@ -100,9 +101,15 @@ class ServerConfig:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("asyncq.server"))
 
     def __post_init__(self) -> None:
-        if not _whole(self.concurrency) or self.concurrency < 1:
+        # asynq's server record holds concurrency as an int32 (and so do its tools).
+        if not _whole(self.concurrency) or not 1 <= self.concurrency <= MAX_INT32:
             raise InvalidOptionError(
-                f"concurrency must be a whole number >= 1, got {self.concurrency!r}"
+                f"concurrency must be a whole number from 1 to {MAX_INT32}, "
+                f"got {self.concurrency!r}"
+            )
+        if not isinstance(self.strict_priority, bool):
+            raise InvalidOptionError(
+                f"strict_priority must be True or False, got {self.strict_priority!r}"
             )
         if not _whole(self.janitor_batch_size) or not 1 <= self.janitor_batch_size <= 10_000:
             raise InvalidOptionError("janitor_batch_size must be between 1 and 10000")
@@ -114,6 +121,10 @@ class ServerConfig:
         for name in ("retry_delay", "is_failure"):
             if not callable(getattr(self, name)):
                 raise InvalidOptionError(f"{name} must be callable")
+        for name in ("error_handler", "health_check", "group_aggregator"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise InvalidOptionError(f"{name} must be callable or None, got {value!r}")
         if self.group_grace_period < 1:
             raise InvalidOptionError("group_grace_period must be at least 1 second (asynq's rule)")
         if not _whole(self.group_max_size) or self.group_max_size < 0:

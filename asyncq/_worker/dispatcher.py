@@ -579,10 +579,16 @@ class Dispatcher:
                 outcome = TaskDeadlineExceededError(
                     f"task {job.id} reached its deadline before it could start"
                 )
-            elif resolve is not None:
-                await resolve(task.type)(task)
             else:
-                await self.handler(task)
+                # Typed to return None, but a handler may return anything: it is looked at.
+                handler: Callable[[Task], Awaitable[object]] = (
+                    self.handler if resolve is None else resolve(task.type)
+                )
+                returned = await handler(task)
+                if isinstance(returned, BaseException):
+                    # asynq's handlers return their error: one ported that way must fail
+                    # its task, not have it deleted as done.
+                    outcome = returned
         except asyncio.CancelledError as error:
             if job.stop_reason is None:
                 current = asyncio.current_task()

@@ -171,6 +171,8 @@ class Finisher:
         """The handler raised (or timed out): retry, archive or drop, as asynq decides."""
         await self._report(job, error)
         if isinstance(error, RevokeTask):
+            why = error_text(error)
+            self.logger.info("task %s revoked by its handler: %s", _named(job.msg), why)
             await self._write(
                 job,
                 "revoked",
@@ -198,6 +200,12 @@ class Finisher:
         # as asynq's recoverer does: retried without counting, a task that keeps killing its
         # worker would come back for good.
         if last_try and (counts or job is None):
+            if job is not None:  # the recoverer says what it does itself
+                self.logger.error(
+                    "task %s failed on its last try (%d of %d) and is archived: %s",
+                    _named(msg), msg.retried + 1, msg.retry + 1, error_text(error),
+                    exc_info=error,
+                )  # fmt: skip
 
             async def archive() -> bool:
                 now = self.clock.time()
@@ -209,6 +217,12 @@ class Finisher:
             return await self._write(job, "archived", archive) if job else await archive()
 
         delay = self._retry_delay(msg, error)
+        if job is not None:
+            self.logger.warning(
+                "task %s failed (try %d of %d), retry in %.0fs: %s",
+                _named(msg), msg.retried + 1, msg.retry + 1, delay, error_text(error),
+            )  # fmt: skip
+            self.logger.debug("task %s failed here:", msg.id, exc_info=error)
 
         async def retry() -> bool:
             now = self.clock.time()
@@ -293,6 +307,11 @@ class Finisher:
                     what,
                 )
             return written
+
+
+def _named(msg: TaskMessage) -> str:
+    """A task as log lines name it: its id, type and queue."""
+    return f"{msg.id} ({msg.type}, queue {msg.queue})"
 
 
 def _ids(jobs: list[Job], shown: int = 3) -> str:

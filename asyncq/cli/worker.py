@@ -39,6 +39,11 @@ def import_target(target: str) -> object:
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise click.UsageError(f"target {target!r} must look like module:attribute, e.g. app:mux")
+    if module_name.startswith("."):
+        raise click.UsageError(
+            f"target {target!r} names a relative module; give its full dotted name "
+            "(e.g. myapp.tasks:mux), run from the directory that holds it"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
