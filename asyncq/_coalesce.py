@@ -22,11 +22,16 @@ spread over several turns still send smaller groups now and then, as before.)
 Groups are sent from tasks of their own, so a caller that is cancelled (a web request
 that timed out, say) takes nobody else's call down with it; its own item may still be
 written, as with any call whose reply it did not wait for.
+
+``flush`` is told when the oldest call of its group was made (``time.monotonic()``), so
+that a call's time limit counts from the call, not from when its group left: calls that
+waited while two groups were stuck on a failing node must not wait a whole limit more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -34,19 +39,22 @@ __all__ = ["Coalescer"]
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
-Waiting = list[tuple[ItemT, "asyncio.Future[ResultT]"]]
+# Each waiting call: its item, its caller's future, and when it was made.
+Waiting = list[tuple[ItemT, "asyncio.Future[ResultT]", float]]
+Flush = Callable[[list[ItemT], float], Awaitable[list[ResultT]]]
 
 
 class Coalescer(Generic[ItemT, ResultT]):
     """Feeds ``flush`` with groups of items and hands each caller its own result.
 
-    ``flush(items)`` must return one result per item, in order. If it raises, every
-    caller of that group gets the error (and may try again on its own).
+    ``flush(items, since)`` must return one result per item, in order; ``since`` is the
+    monotonic time the oldest of them was submitted. If it raises, every caller of that
+    group gets the error (and may try again on its own).
     """
 
     def __init__(
         self,
-        flush: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
+        flush: Flush[ItemT, ResultT],
         max_group: int = 512,
         max_in_flight: int = 2,
         smallest_half: int = 16,
@@ -76,14 +84,14 @@ class Coalescer(Generic[ItemT, ResultT]):
             self._calls_out += 1
             return self._alone(item)
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        self._waiting.append((item, future, time.monotonic()))
         if not self._forming and self._in_flight < self._max_in_flight:
             self._start_group()
         return future
 
     async def _alone(self, item: ItemT) -> ResultT:
         try:
-            (result,) = await self._flush([item])
+            (result,) = await self._flush([item], time.monotonic())
             return result
         finally:
             self._returned(1)
@@ -106,12 +114,12 @@ class Coalescer(Generic[ItemT, ResultT]):
         if self._waiting and self._in_flight < self._max_in_flight:
             self._start_group()  # more than one group's worth arrived in this turn
         try:
-            results = await self._flush([item for item, _ in group])
+            results = await self._flush([item for item, _, _ in group], group[0][2])
             if len(results) != len(group):
                 raise RuntimeError(f"flush gave {len(results)} results for {len(group)} items")
         except BaseException as error:
             # Handed to every caller of the group; only cancellation goes further.
-            for _, future in group:
+            for _, future, _ in group:
                 if not future.done():
                     future.set_exception(error)
             if not isinstance(error, Exception):
@@ -119,7 +127,7 @@ class Coalescer(Generic[ItemT, ResultT]):
             return
         finally:
             self._returned(len(group))
-        for (_, future), result in zip(group, results, strict=True):
+        for (_, future, _), result in zip(group, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

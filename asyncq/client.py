@@ -386,7 +386,7 @@ class Client:
         batcher = self._batchers.get(keys.name)
         if batcher is None:
 
-            async def flush(items: list[Prepared]) -> list[int]:
+            async def flush(items: list[Prepared], since: float) -> list[int]:
                 now_ns = self._clock.time_ns()
                 pending_since = now_ns / 1e9
                 task_ids: list[str] = []
@@ -399,8 +399,10 @@ class Client:
                     # Pending from the moment the group is written: one time for the whole
                     # group, so its TaskInfos share one next_process_at (see _shared_fields).
                     p.process_at = pending_since
+                # The oldest call's time limit counts from when it was made.
+                ends = since + self.connector.retry_deadline
                 return await self._broker.enqueue_batch(
-                    keys, task_ids, messages, now_ns, fresh_ids=fresh
+                    keys, task_ids, messages, now_ns, fresh_ids=fresh, ends=ends
                 )
 
             batcher = self._batchers[keys.name] = Coalescer(flush)

@@ -205,8 +205,11 @@ class Server:
 
     def hurry(self) -> None:
         """Stop waiting for running handlers (a second Ctrl-C): a shutdown under way, or
-        the next one, cancels them at once and puts their tasks back into pending."""
+        the next one, cancels them at once and puts their tasks back into pending (and
+        waits for no dequeue that is late, see docs/worker.md)."""
         self._hurry.set()
+        if self._dispatcher is not None:
+            self._dispatcher.hurry()
 
     async def _shutdown(self) -> None:
         assert self._runner is not None
@@ -215,12 +218,12 @@ class Server:
             return
         assert self._dispatcher is not None and self._heartbeater is not None
         forwarder, recoverer, janitor, *others = self._components
-        await forwarder.stop()
+        await forwarder.stop(self._hurry)
         await self._dispatcher.stop_fetching()
         abandoned = await self._drain()
         for component in (recoverer, janitor, *others):
-            await component.stop()
-        await self._heartbeater.stop()
+            await component.stop(self._hurry)
+        await self._heartbeater.stop(self._hurry)
         self._release.set()
         if not abandoned:  # an abandoned handler holds the task group open for good
             await asyncio.wait({self._runner}, timeout=self.config.cancel_grace)
@@ -332,6 +335,8 @@ class Server:
         if config.group_aggregator is not None:
             components.append(Aggregator(self.broker, self.router, config, config.group_aggregator))
         self._dispatcher, self._heartbeater, self._components = dispatcher, heartbeater, components
+        if self._hurry.is_set():
+            dispatcher.hurry()
         async with asyncio.TaskGroup() as group:
             finisher.start(group)
             heartbeater.start(group)

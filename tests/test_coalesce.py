@@ -5,6 +5,7 @@ at most."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -17,12 +18,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.groups: list[list[int]] = []
+        self.since: list[float] = []  # when each group's oldest call was made
+        self.left: list[float] = []  # when each group left
         self.release = asyncio.Event()
         self.release.set()
         self.fail_with: Exception | None = None
 
-    async def flush(self, items: list[int]) -> list[int]:
+    async def flush(self, items: list[int], since: float) -> list[int]:
         self.groups.append(items)
+        self.since.append(since)
+        self.left.append(time.monotonic())
         await self.release.wait()
         if self.fail_with is not None:
             raise self.fail_with
@@ -93,6 +98,24 @@ async def _after_a_burst(recorder: Recorder, **settings: int) -> Coalescer[int, 
     coalescer: Coalescer[int, int] = Coalescer(recorder.flush, **settings)
     await asyncio.gather(*(coalescer.submit(n) for n in range(4)))
     return coalescer
+
+
+async def test_a_group_is_told_when_its_oldest_call_was_made_not_when_it_left() -> None:
+    # A call that waited while two groups were stuck must not get a whole time limit
+    # more once its own group leaves: the limit counts from the call.
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush)
+    out = [asyncio.ensure_future(coalescer.submit(n)) for n in (1, 2)]
+    await _until(lambda: len(recorder.groups) == 2)
+    made = time.monotonic()
+    waiting = [asyncio.ensure_future(coalescer.submit(n)) for n in (3, 4)]
+    await asyncio.sleep(0.05)  # they wait at least this long: what is measured here
+    recorder.release.set()
+    assert await asyncio.gather(*out, *waiting) == [10, 20, 30, 40]
+    assert recorder.groups[2] == [3, 4]
+    assert made <= recorder.since[2]
+    assert recorder.left[2] - recorder.since[2] > 0.025  # told the call's time, not its own
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -193,7 +216,7 @@ async def test_half_a_crowd_waiting_goes_whole_while_its_other_half_is_on_the_wa
 async def test_never_more_sends_in_flight_than_allowed() -> None:
     out = most = 0
 
-    async def flush(items: list[int]) -> list[int]:
+    async def flush(items: list[int], since: float) -> list[int]:
         nonlocal out, most
         out += 1
         most = max(most, out)
@@ -214,7 +237,7 @@ async def test_never_more_sends_in_flight_than_allowed() -> None:
 
 
 async def test_a_flush_with_too_few_results_fails_its_callers_instead_of_hanging() -> None:
-    async def short(items: list[int]) -> list[int]:
+    async def short(items: list[int], since: float) -> list[int]:
         return items[1:]
 
     coalescer = Coalescer(short)
@@ -227,7 +250,7 @@ async def test_a_flush_with_too_few_results_fails_its_callers_instead_of_hanging
 
 
 def test_sizes_below_one_are_refused() -> None:
-    async def flush(items: list[int]) -> list[int]:
+    async def flush(items: list[int], since: float) -> list[int]:
         return items
 
     with pytest.raises(ValueError, match="at least 1"):

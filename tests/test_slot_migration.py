@@ -22,6 +22,7 @@ from asyncq._broker.inspect import InspectBroker
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Broker
 from asyncq._cluster.slots import queue_slot
+from asyncq.errors import ConnectionFailedError
 from asyncq.testing import LocalRedisCluster, eventually
 from tests.worker_helpers import FAST
 
@@ -357,26 +358,29 @@ async def test_tasks_a_late_dequeue_brings_when_every_slot_is_busy_go_back_and_r
     async with connector, Client(connector) as client:
         held = await client.enqueue(Task("t"), queue=moving)
         keys = Broker(connector).keys(moving)
+        enqueued_at = await connector.client.hget(keys.task(held.id), "pending_since")
         move = SlotMove(cluster, queue_slot(moving))
         try:
             move.move([keys.task(held.id)])
             server = Server(connector, queues={moving: 1, steady: 1}, concurrency=2, **FAST)
             await server.start(mux)
             try:
+                dispatcher = server._dispatcher
+                assert dispatcher is not None
+                await eventually(lambda: moving in dispatcher.late_queues, within=10)
                 for _ in range(2):
                     await client.enqueue(Task("t"), queue=steady)
                 await eventually(lambda: len(running) == 2, within=5)
                 move.finish()
-                # The late dequeue lands (it records what it took) while both slots are
-                # busy: the task goes back to pending.
-                took = f"asynq:{{{moving}}}:dequeue:*"
-                await eventually(lambda: move.target.keys(took), within=20, what="it landed")
+                # The late dequeue lands while both slots are busy: the task goes back
+                # to pending, which stamps it pending again.
                 redis_client = connector.client
 
                 async def put_back() -> bool:
-                    return held.id.encode() in await redis_client.lrange(keys.pending, 0, -1)
+                    since = await redis_client.hget(keys.task(held.id), "pending_since")
+                    return int(since) > int(enqueued_at)
 
-                await eventually(put_back, within=10, what="the late task put back")
+                await eventually(put_back, within=20, what="the late task put back")
                 assert len(running) == 2
                 gate.set()
                 await eventually(lambda: len(ran) == 3, within=10)
@@ -388,3 +392,119 @@ async def test_tasks_a_late_dequeue_brings_when_every_slot_is_busy_go_back_and_r
                 move.finish()
     assert sorted(ran) == sorted([moving, steady, steady])
     assert most == 2
+
+
+async def test_coalesced_enqueues_refused_by_a_stuck_move_give_up_at_their_own_deadline(
+    cluster: LocalRedisCluster,
+) -> None:
+    """A reshard that stopped halfway: every enqueue is refused (TRYAGAIN) until the
+    deadline. Calls that arrive while two groups are out wait for one of them; each must
+    still give up about ``retry_deadline`` after it was made (they took up to twice it:
+    the time spent waiting, then a whole deadline of their own)."""
+    queue = _queue()
+    deadline = 2.0
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=deadline)
+    async with connector, Client(connector) as client:
+        first = await client.enqueue(Task("t"), queue=queue)
+        move = SlotMove(cluster, queue_slot(queue))
+        try:
+            move.move([f"asynq:{{{queue}}}:t:{first.id}"])  # its scripts are refused now
+
+            async def timed(n: int) -> tuple[float, BaseException | None]:
+                started = time.monotonic()
+                try:
+                    await client.enqueue(Task("t", {"n": n}), queue=queue)
+                except Exception as error:  # the outcome is the point
+                    return time.monotonic() - started, error
+                return time.monotonic() - started, None
+
+            calls = []
+            for wave in range(3):  # callers keep coming, as in a web app
+                calls += [asyncio.ensure_future(timed(wave * 10 + i)) for i in range(10)]
+                await asyncio.sleep(0.3)  # the next callers come later (not a wait on asyncq)
+            outcomes = await asyncio.gather(*calls)
+        finally:
+            move.finish()
+    assert all(isinstance(error, ConnectionFailedError) for _, error in outcomes)
+    slowest = max(took for took, _ in outcomes)
+    assert slowest < deadline * 1.5, f"a call took {slowest:.1f}s (deadline {deadline}s)"
+
+
+async def test_tasks_a_late_dequeue_puts_back_keep_their_order(cluster: LocalRedisCluster) -> None:
+    """Each task put back goes to the head of its queue: put back newest first, the
+    oldest ends up first again, as before they were taken."""
+    moving = _queue()
+    steady = _queue_on_another_master(cluster, moving)
+    gate = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        await gate.wait()
+
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)
+    async with connector, Client(connector) as client:
+        ids = [(await client.enqueue(Task("t", {"n": n}), queue=moving)).id for n in range(3)]
+        keys = Broker(connector).keys(moving)
+        before = await connector.client.lrange(keys.pending, 0, -1)
+        for n in range(4):
+            await client.enqueue(Task("t", {"s": n}), queue=steady)
+        move = SlotMove(cluster, queue_slot(moving))
+        try:
+            move.move([keys.task(ids[0])])
+            # Strictly steady first: one dequeue takes its four tasks, the other finds it
+            # empty and goes on to the moving queue, where it is late: one late dequeue.
+            server = Server(
+                connector, queues={steady: 2, moving: 1}, strict_priority=True,
+                concurrency=8, **FAST,
+            )  # fmt: skip
+            await server.start(mux)
+            try:
+                dispatcher = server._dispatcher
+                assert dispatcher is not None
+                await eventually(lambda: dispatcher.late_queues == [moving], within=10)
+                for n in range(4):  # the other four slots
+                    await client.enqueue(Task("t", {"s2": n}), queue=steady)
+                await eventually(lambda: server.running_tasks == 8, within=10)
+                move.finish()
+                await eventually(lambda: not dispatcher.late_queues, within=20, what="landed")
+                assert await connector.client.lrange(keys.pending, 0, -1) == before
+            finally:
+                gate.set()
+                await server.shutdown()
+        finally:
+            if cluster.slot_owner(move.slot)[0] != move.target_address:
+                move.finish()
+
+
+async def test_no_handler_starts_from_a_late_dequeue_after_a_hurried_shutdown(
+    cluster: LocalRedisCluster,
+) -> None:
+    """Asked to hurry, a shutdown waits for no late dequeue; and whatever one brings
+    after a stop goes back to its queue instead of starting a handler."""
+    moving = _queue()
+    steady = _queue_on_another_master(cluster, moving)
+    started: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        started.append(task.queue)
+
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)
+    async with connector, Client(connector) as client:
+        held = await client.enqueue(Task("t"), queue=moving)
+        keys = Broker(connector).keys(moving)
+        move = SlotMove(cluster, queue_slot(moving))
+        try:
+            move.move([keys.task(held.id)])
+            server = Server(connector, queues={moving: 1, steady: 1}, concurrency=4, **FAST)
+            await server.start(mux)
+            dispatcher = server._dispatcher
+            assert dispatcher is not None
+            await eventually(lambda: moving in dispatcher.late_queues, within=10)
+            server.hurry()
+            await server.shutdown()  # the slot is still moving: nothing to wait for
+        finally:
+            move.finish()
+    assert started == []

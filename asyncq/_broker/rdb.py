@@ -185,11 +185,13 @@ class Broker:
         now_ns: int,
         *,
         fresh_ids: bool = False,
+        ends: float | None = None,
     ) -> list[int]:
         """Many plain Enqueues into one queue in one call: ENQUEUED or ID_CONFLICT per task.
 
         ``fresh_ids``: every id is a random UUID4 made for this call, so no stored task
         can hold one (but a re-send's own), and a first send need not look for them.
+        ``ends``: the monotonic time the call gives up by (see ``Connector.run_script``).
         """
         blob = pack_pairs([task_id.encode() for task_id in task_ids], messages)
         fresh = "1" if fresh_ids else "0"
@@ -197,7 +199,7 @@ class Broker:
         script_keys = [keys.pending, keys.slot_guard]
         taken, confirmed = await self._store(
             load_script("enqueue_batch"), script_keys, args, keys, blob,
-            lambda taken: len(task_ids) - len(taken),
+            lambda taken: len(task_ids) - len(taken), ends,
         )  # fmt: skip
         codes = [ENQUEUED if confirmed else UNCONFIRMED] * len(task_ids)
         for position in taken:
@@ -231,6 +233,7 @@ class Broker:
         keys: QueueKeys,
         stored: bytes,
         stored_count: Callable[[Any], int],
+        ends: float | None = None,
     ) -> tuple[Any, bool]:
         """Run one of the enqueue-family scripts; returns its reply and whether the
         replicas asked for (``wait_replicas``) confirmed it. The scripts' last argument
@@ -238,11 +241,15 @@ class Broker:
         message, found in place, means success rather than an id conflict (a reply lost
         to a timeout or failover). ``stored``: the (id, message) pairs the call stores,
         packed, for the check that confirms them after a call redis-py had to take;
-        ``stored_count(reply)``: how many of them the reply says were stored."""
+        ``stored_count(reply)``: how many of them the reply says were stored. ``ends``:
+        when the call gives up (a call waiting for replicas keeps its own limits)."""
         first = [*args, "0"]
         if self.wait_replicas is None:
             again = [*args, "1"]
-            return await self.connector.run_script(script, script_keys, first, resend=again), True
+            reply = await self.connector.run_script(
+                script, script_keys, first, resend=again, ends=ends
+            )
+            return reply, True
         again = [*args, "2"]  # a task found stored is written again, for the WAIT behind
         replicas, seconds = self.wait_replicas
         check_args: list[Arg] = [keys.task_prefix, stored]

@@ -251,26 +251,36 @@ class Connector(ABC):
 
     # -- operations ------------------------------------------------------------------------
 
-    async def call(self, op: Callable[[RedisClient], Awaitable[T]], *, bounded: bool = True) -> T:
+    async def call(
+        self,
+        op: Callable[[RedisClient], Awaitable[T]],
+        *,
+        bounded: bool = True,
+        ends: float | None = None,
+    ) -> T:
         """Run ``op(client)`` with retry, backoff and a bounded number of calls in flight.
 
         Each attempt ends by the call's deadline (``bounded=False``: ``op`` sees to that
-        itself, see ``run_script``).
+        itself, see ``run_script``): ``retry_deadline`` from now, or the monotonic time
+        ``ends`` when given (a call that already waited its turn elsewhere).
         """
         client = self.client
-        ends = time.monotonic() + self.retry_deadline
+        if ends is None:
+            ends = time.monotonic() + self.retry_deadline
+        deadline = ends
 
         async def attempt() -> T:
             async with self._in_flight:
                 try:
                     if bounded:
-                        return await within(ends, op(client))
+                        return await within(deadline, op(client))
                     return await op(client)
                 except rx.SlotNotCoveredError:  # as _mapped does, without a coroutine more
                     await self._refresh_slot_map()  # on the path of every call
                     raise
 
-        return await call_with_retry(attempt, deadline=self.retry_deadline, address=self.address)
+        left = deadline - time.monotonic()
+        return await call_with_retry(attempt, deadline=left, address=self.address)
 
     async def _mapped(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run one attempt; when it finds its slot missing from the slot map, the map is
@@ -296,6 +306,7 @@ class Connector(ABC):
         args: Sequence[EncodableT],
         *,
         resend: Sequence[EncodableT] | None = None,
+        ends: float | None = None,
     ) -> Any:
         """Run a Lua script by SHA, loading it where the server does not know it yet.
 
@@ -306,9 +317,13 @@ class Connector(ABC):
         carry it. Every send after the first uses ``resend`` as the arguments, when
         given: the first may have run even though its reply was lost. So does every
         send through redis-py, which sends a call again by itself after a timeout.
+        ``ends``: the monotonic time the call gives up by (default: ``retry_deadline``
+        from now).
         """
         sends = 0
-        ends = time.monotonic() + self.retry_deadline
+        if ends is None:
+            ends = time.monotonic() + self.retry_deadline
+        deadline = ends
 
         def arguments() -> Sequence[EncodableT]:
             nonlocal sends
@@ -327,9 +342,9 @@ class Connector(ABC):
                     pass  # redis-py takes this attempt
             # Not the first send's form: redis-py may repeat this one after a timeout.
             current = resend if resend is not None else arguments()
-            return await within(ends, evalsha_loading(client, script, keys, current))
+            return await within(deadline, evalsha_loading(client, script, keys, current))
 
-        return await self.call(op, bounded=False)
+        return await self.call(op, bounded=False, ends=deadline)
 
     async def _run_on_link(
         self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]

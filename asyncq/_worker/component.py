@@ -41,11 +41,22 @@ class PeriodicComponent(ABC):
         """Start the loop as a child of ``group``."""
         self._task = group.create_task(self._loop(), name=f"asyncq-{self.name}")
 
-    async def stop(self) -> None:
-        """Ask the loop to finish and wait for it (a tick in progress completes)."""
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        """Ask the loop to finish and wait for it: a tick in progress completes, unless
+        ``hurry`` is set meanwhile (a tick can wait out a failing node for the connector's
+        whole ``retry_deadline``); then it is cut short."""
         self._stopping.set()
-        if self._task is not None:
-            await self._task
+        task = self._task
+        if task is None:
+            return
+        if hurry is not None:
+            hurried = asyncio.ensure_future(hurry.wait())
+            try:
+                await asyncio.wait({task, hurried}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurried.cancel()
+            task.cancel()  # nothing to do if it has ended
+        await asyncio.wait({task})
 
     async def tick_now(self) -> None:
         """Run one step at once (used at start-up and by tests)."""

@@ -47,8 +47,9 @@ ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not
 # A dequeue still unanswered after this long is left to finish on its own while the other
 # queues are served: on a cluster, one queue's master may be failing over or its slot
 # moving to another master, and the connector waits that out (up to its retry_deadline).
-# A dequeue normally answers within milliseconds.
-LATE_AFTER = 0.5
+# A dequeue normally answers within milliseconds; a busy machine must not reach this, as
+# a late dequeue changes the order in which queues are served.
+LATE_AFTER = 2.0
 
 
 def compute_deadline(msg: TaskMessage, now: float) -> float:
@@ -136,6 +137,7 @@ class Dispatcher:
         # Only where queues live on different masters can one be slow while others are not.
         self._may_be_late = broker.connector.is_cluster and len(router.queues) > 1
         self._late: dict[asyncio.Task[None], str] = {}  # dequeues landing late, and queues
+        self._hurried = asyncio.Event()  # a stop that waits for no late dequeue
 
     def start(self, group: asyncio.TaskGroup) -> None:
         """Start the dequeue loop; handlers become children of ``group``."""
@@ -217,8 +219,7 @@ class Dispatcher:
             while fetches:  # a dequeue on its way at a stop completes, and its tasks run
                 await asyncio.wait({fetches[0].call})
                 await self._fetched(fetches.pop(0))
-            while self._late:  # so do the ones landing late
-                await asyncio.wait(set(self._late))
+            await self._wait_for_late_dequeues()
         except BaseException:
             # Torn down (not stopped): as when one dequeue was awaited here, the ones on
             # their way are dropped, and what they took waits for the recoverer.
@@ -228,6 +229,30 @@ class Dispatcher:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
             raise
+
+    async def _wait_for_late_dequeues(self) -> None:
+        """At a stop, wait for the dequeues landing late (their tasks go back to their
+        queues), unless told to hurry: then they are dropped, and whatever they took
+        comes back through the recoverer once its lease runs out."""
+        hurried = asyncio.ensure_future(self._hurried.wait())
+        try:
+            while self._late and not self._hurried.is_set():
+                await asyncio.wait({*self._late, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurried.cancel()
+        landers = list(self._late)
+        for lander in landers:
+            lander.cancel()
+        await asyncio.gather(*landers, return_exceptions=True)
+
+    @property
+    def late_queues(self) -> list[str]:
+        """The queues whose dequeue is landing late (see ``LATE_AFTER``): diagnostics."""
+        return list(self._late.values())
+
+    def hurry(self) -> None:
+        """Stop waiting for late dequeues at the stop (see ``_wait_for_late_dequeues``)."""
+        self._hurried.set()
 
     async def _fetch_while_running(self, fetches: list[_Fetch]) -> None:
         """Keep up to two dequeues on their way while slots are free, launch what each
@@ -406,10 +431,9 @@ class Dispatcher:
         found: Taken = []
         failed = False
         order = self.router.order()
-        late = set(self._late.values())
         for queue in order if only is None else [q for q in order if q in only]:
-            if queue in late:
-                continue
+            if self._late and queue in self._late.values():  # looked at for each queue, as
+                continue  # another dequeue may have gone late on it meanwhile
             keys = self.broker.keys(queue)
             try:
                 taken = await self._dequeue(keys, wanted - len(found), lease_expiry)
@@ -448,19 +472,20 @@ class Dispatcher:
         self, keys: QueueKeys, call: asyncio.Future[list[tuple[str, bytes]]], lease_expiry: int
     ) -> None:
         """Run what a late dequeue took in the slots free when it lands; put the rest back
-        at the head of the queue. (Its slots went back at once, so that the other queues
-        were served meanwhile, and may be taken now.)"""
+        at the head of the queue, in order. (Its slots went back at once, so that the other
+        queues were served meanwhile, and may be taken now.) After a stop, nothing runs."""
         try:
             taken = await call
         except Exception as error:
             self.logger.error("dequeue from %s failed: %s", keys.name, error)
             return
-        room = self.slots.take(len(taken))
+        room = 0 if self._stop.is_set() else self.slots.take(len(taken))
         if room:
             found = [(keys, task_id, raw) for task_id, raw in taken[:room]]
             expiry = await self._lease_after_the_wait(found, lease_expiry)
             await self._launch_all(found, float(expiry))
-        for task_id, _ in taken[room:]:
+        # Each goes to the head, so the newest goes first and the oldest ends up first.
+        for task_id, _ in reversed(taken[room:]):
             try:
                 await self.broker.requeue(keys, task_id, self.clock.time_ns())
             except Exception as error:  # its lease runs out and the recoverer brings it back

@@ -61,8 +61,8 @@ class Heartbeater(PeriodicComponent):
         self.started = config.clock.time()
         self.status = "active"
 
-    async def stop(self) -> None:
-        await super().stop()
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        await super().stop(hurry)
         try:
             await clear_server_state(self.broker.connector, self.ident)
         except AsyncqError as error:

@@ -29,7 +29,8 @@ class Listener(ABC):
     def start(self, group: asyncio.TaskGroup) -> None:
         self._task = group.create_task(self._run(), name=f"asyncq-{self.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        """Stop listening (at once: ``hurry`` changes nothing)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
