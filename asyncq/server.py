@@ -46,6 +46,18 @@ __all__ = ["Server"]
 Duration = timedelta | float
 
 
+def _check_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    """Refuse, with a hint, a thread or a loop where ``run`` could not handle signals."""
+    try:
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    except (RuntimeError, ValueError, NotImplementedError) as error:
+        raise RuntimeError(
+            f"Server.run() handles signals, which needs the main thread and a loop that "
+            f"supports them ({error}); use start() and shutdown() instead"
+        ) from None
+    loop.remove_signal_handler(signal.SIGTERM)
+
+
 class Server:
     """A worker: dequeues tasks from its queues and runs their handlers.
 
@@ -283,18 +295,15 @@ class Server:
         handled = {signal.SIGTERM: on_stop_signal, signal.SIGINT: on_stop_signal}
         if hasattr(signal, "SIGTSTP"):
             handled[signal.SIGTSTP] = self.stop
+        # Checked before anything starts; installed once started, so that Ctrl-C while
+        # connecting still stops the program at once (a start waits out retry_deadline).
+        _check_signal_handlers(loop)
+        await self.start(handler)
         installed: list[signal.Signals] = []
         try:
             for signum, callback in handled.items():
-                try:
-                    loop.add_signal_handler(signum, callback)
-                except (RuntimeError, ValueError, NotImplementedError) as error:
-                    raise RuntimeError(
-                        f"Server.run() handles signals, which needs the main thread and a "
-                        f"loop that supports them ({error}); use start() and shutdown()"
-                    ) from None
+                loop.add_signal_handler(signum, callback)
                 installed.append(signum)
-            await self.start(handler)
             assert self._runner is not None
             assert self._dispatcher is not None
             crashed = await self._wait_for_stop_or_crash(stop_requested, self._dispatcher.loop_task)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -317,3 +318,28 @@ async def test_a_started_server_stops_when_its_task_is_cancelled(
         done, _ = await asyncio.wait({runner}, timeout=5)
         assert done, f"attempt {attempt}: the server's task still runs 5 s after cancel()"
         await standalone_connector.aclose()
+
+
+def test_ctrl_c_while_the_worker_connects_stops_it_at_once(app_dir: Path) -> None:
+    """A worker still trying to reach Redis (here a port that accepts and never answers;
+    a cluster connector tries for 20 s) stops at Ctrl-C, as a program does, rather than
+    when its first contact gives up."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(20)
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asyncq", "worker", "app:mux",
+             "--cluster-nodes", f"127.0.0.1:{port}"],
+            cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "ASYNCQ_TEST_MARKS": str(app_dir / "marks")},
+            preexec_fn=_default_sigint,
+        )  # fmt: skip
+        try:
+            connection, _ = silent.accept()  # the worker is connecting now
+            connection.close()
+            proc.send_signal(signal.SIGINT)
+            assert _wait_exit(proc, within=10) not in (None, 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
