@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["mark_seen"]
+__all__ = ["mark_seen", "raise_if_cancelled"]
 
 
 def mark_seen(future: asyncio.Future[Any]) -> None:
@@ -14,3 +14,13 @@ def mark_seen(future: asyncio.Future[Any]) -> None:
     retrieved". Awaiting it still raises the error. For use as a done-callback."""
     if not future.cancelled():
         future.exception()
+
+
+def raise_if_cancelled() -> None:
+    """End a loop whose task is being cancelled even if the cancellation was swallowed
+    on its way: a redis-py call can return, or fail with an error of its own, while its
+    task is being cancelled, and a loop that went on (a component's, a retry's) would
+    hold its task group, and the program's exit, for good or for a whole deadline."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from redis import exceptions as rx
 
+from asyncq._aio import raise_if_cancelled
 from asyncq.errors import (
     UNTRUSTED_ISSUER_CODES,
     WRONG_NAME_CODES,
@@ -143,6 +144,7 @@ async def call_with_retry(
         try:
             return await op()
         except Exception as error:
+            raise_if_cancelled()  # a cancellation swallowed inside redis-py ends the retries
             if is_refusal(error):
                 raise RedisRefusedError(address, error) from error
             if not is_retryable(error):

@@ -7,18 +7,10 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from asyncq._aio import raise_if_cancelled
 from asyncq.errors import ConnectionFailedError
 
-__all__ = ["PeriodicComponent", "raise_if_cancelled"]
-
-
-def raise_if_cancelled() -> None:
-    """End a loop whose task is being cancelled even if the cancellation was swallowed
-    on its way: a redis-py call can return normally while its task is cancelled, and a
-    loop that went on would hold its task group, and the program's exit, for good."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+__all__ = ["PeriodicComponent"]
 
 
 class PeriodicComponent(ABC):
