@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,27 +21,8 @@ from asyncq import Client, Connector, ServeMux, Task
 from asyncq.errors import InvalidOptionError
 from asyncq.testing import eventually
 from asyncq.testing.plugin import StandaloneTarget
+from tests.worker_app import write_app
 from tests.worker_helpers import gone, running_server, task_state
-
-APP = textwrap.dedent(
-    """
-    import asyncio, os, pathlib
-    import asyncq
-
-    MARKS = pathlib.Path(os.environ["ASYNCQ_TEST_MARKS"])
-    mux = asyncq.ServeMux()
-
-    @mux.handler("endless")
-    async def endless(task):
-        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
-        await asyncio.sleep(3600)
-
-    @mux.handler("boom")
-    async def boom(task):
-        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
-        raise ValueError("kaboom-" + task.id)
-    """
-)
 
 
 def _default_sigint() -> None:
@@ -52,9 +32,7 @@ def _default_sigint() -> None:
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "app.py").write_text(APP)
-    (tmp_path / "marks").mkdir()
-    return tmp_path
+    return write_app(tmp_path)
 
 
 Start = Callable[..., "tuple[subprocess.Popen[bytes], Path]"]

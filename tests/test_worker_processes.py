@@ -15,39 +15,13 @@ import pytest
 from asyncq import Client, Connector, RedisClusterConnector, ServeMux, Task
 from asyncq.testing import eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
+from tests.worker_app import write_app
 from tests.worker_helpers import counter, gone, key, running_server, task_message, task_state
-
-APP = textwrap.dedent(
-    """
-    import asyncio, os, pathlib
-    import asyncq
-
-    MARKS = pathlib.Path(os.environ["ASYNCQ_TEST_MARKS"])
-    mux = asyncq.ServeMux()
-
-    @mux.handler("endless")
-    async def endless(task):
-        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
-        await asyncio.sleep(3600)
-
-    @mux.handler("quick")
-    async def quick(task):
-        (MARKS / f"started-{task.id}").write_text(str(os.getpid()))
-        await asyncio.sleep(0.5)
-        (MARKS / f"finished-{task.id}").write_text("done")
-
-    @mux.handler("loop")
-    async def loop(task):
-        (MARKS / f"loop-{task.id}").write_text(type(asyncio.get_running_loop()).__module__)
-    """
-)
 
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "app.py").write_text(APP)
-    (tmp_path / "marks").mkdir()
-    return tmp_path
+    return write_app(tmp_path)
 
 
 def target_args(connector: Connector, request: pytest.FixtureRequest) -> list[str]:
