@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["mark_seen", "raise_if_cancelled"]
+__all__ = ["mark_seen", "raise_if_cancelled", "wait_unless"]
 
 
 def mark_seen(future: asyncio.Future[Any]) -> None:
@@ -24,3 +25,19 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_unless(
+    event: asyncio.Event, futures: Iterable[asyncio.Future[Any]], within: float | None = None
+) -> None:
+    """Wait until one of ``futures`` is done, ``event`` is set (a hurried shutdown, say)
+    or ``within`` seconds pass; cancels nothing of ``futures``."""
+    if event.is_set():
+        return
+    interrupt = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait(
+            {*futures, interrupt}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        interrupt.cancel()

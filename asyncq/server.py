@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from asyncq._aio import mark_seen, wait_unless
 from asyncq._broker.rdb import Broker
 from asyncq._broker.servers import clear_server_state
 from asyncq._clock import Clock
@@ -211,6 +212,7 @@ class Server:
             return
         if self._shutting_down is None:
             self._shutting_down = asyncio.ensure_future(self._shutdown())
+            self._shutting_down.add_done_callback(mark_seen)  # its callers may all be gone
         # Shielded: a caller cancelled meanwhile (a web app's lifespan hook, say) does not
         # cut the shutdown short for the others.
         await asyncio.shield(self._shutting_down)
@@ -366,14 +368,8 @@ class Server:
                 len(self._jobs),
             )
             drained = asyncio.ensure_future(self._jobs.wait_empty())
-            hurried = asyncio.ensure_future(self._hurry.wait())
-            await asyncio.wait(
-                {drained, hurried},
-                timeout=self.config.shutdown_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await wait_unless(self._hurry, [drained], self.config.shutdown_timeout)
             drained.cancel()
-            hurried.cancel()
         if not len(self._jobs):
             return 0
         self.config.logger.warning(

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
-from asyncq._aio import raise_if_cancelled
+from asyncq._aio import raise_if_cancelled, wait_unless
 from asyncq.errors import ConnectionFailedError
 
 __all__ = ["PeriodicComponent"]
@@ -42,11 +42,7 @@ class PeriodicComponent(ABC):
         if task is None:
             return
         if hurry is not None:
-            hurried = asyncio.ensure_future(hurry.wait())
-            try:
-                await asyncio.wait({task, hurried}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                hurried.cancel()
+            await wait_unless(hurry, [task])
             task.cancel()  # nothing to do if it has ended
         await asyncio.wait({task})
 

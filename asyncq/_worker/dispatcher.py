@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from asyncq._aio import wait_unless
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.message import decode_stored
 from asyncq._broker.rdb import Broker
@@ -234,12 +235,8 @@ class Dispatcher:
         """At a stop, wait for the dequeues landing late (their tasks go back to their
         queues), unless told to hurry: then they are dropped, and whatever they took
         comes back through the recoverer once its lease runs out."""
-        hurried = asyncio.ensure_future(self._hurried.wait())
-        try:
-            while self._late and not self._hurried.is_set():
-                await asyncio.wait({*self._late, hurried}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            hurried.cancel()
+        while self._late and not self._hurried.is_set():
+            await wait_unless(self._hurried, self._late)
         landers = list(self._late)
         for lander in landers:
             lander.cancel()
