@@ -508,3 +508,39 @@ async def test_no_handler_starts_from_a_late_dequeue_after_a_hurried_shutdown(
         finally:
             move.finish()
     assert started == []
+
+
+async def test_a_hurried_shutdown_waits_out_no_paused_master(cluster: LocalRedisCluster) -> None:
+    """One queue's master is paused (a frozen machine: it answers nothing). A hurried
+    shutdown of a worker serving it cancels its handlers and ends within seconds,
+    waiting out no call to that master (it took 20-42 s: the dispatcher's wait, the
+    server records and the dequeue records each waited the whole retry_deadline)."""
+    frozen = _queue()
+    steady = _queue_on_another_master(cluster, frozen)
+    started = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        started.set()
+        await asyncio.Event().wait()  # runs until it is cancelled
+
+    connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)
+    async with connector, Client(connector) as client:
+        running = await client.enqueue(Task("t"), queue=steady)
+        server = Server(connector, queues={frozen: 1, steady: 1}, concurrency=4, **FAST)
+        await server.start(mux)
+        await asyncio.wait_for(started.wait(), 10)
+        node = cluster.node_for_address(cluster.slot_owner(queue_slot(frozen))[0])
+        with node.pausing():
+            server.hurry()
+            began = time.monotonic()
+            await server.shutdown()
+            took = time.monotonic() - began
+        assert took < 10, f"the hurried shutdown took {took:.1f}s"
+        # The others marked the paused master failing: the cluster is down until it is back.
+        await asyncio.to_thread(cluster.wait_until_healthy)
+        redis_client = connector.client
+        assert await redis_client.lrange(f"asynq:{{{steady}}}:pending", 0, -1) == [
+            running.id.encode()
+        ]

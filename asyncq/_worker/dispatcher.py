@@ -51,6 +51,7 @@ ERROR_BACKOFF = 1.0  # pause after Redis stayed unreachable, so an outage is not
 # A dequeue normally answers within milliseconds; a busy machine must not reach this, as
 # a late dequeue changes the order in which queues are served.
 LATE_AFTER = 2.0
+FORGET_WITHIN = 2.0  # the most a stop spends deleting its last dequeue records
 
 
 def compute_deadline(msg: TaskMessage, now: float) -> float:
@@ -194,9 +195,14 @@ class Dispatcher:
         """
         self.request_stop()
         if self._task is not None:
+            # Asked to hurry, the loop is not waited for: a call of it may be waiting out
+            # a failing node. Torn down, what its dequeues took waits for the recoverer.
+            await wait_unless(self._hurried, [self._task])
+            self._task.cancel()  # nothing to do if it has ended
             await asyncio.wait({self._task})
         try:
-            await self.broker.forget_dequeues()
+            async with asyncio.timeout(FORGET_WITHIN):
+                await self.broker.forget_dequeues()
         except Exception as error:  # they expire on their own within a minute
             self.logger.debug("could not delete the last dequeue records: %s", error)
 

@@ -39,6 +39,10 @@ def _timestamp(unix_seconds: float) -> Timestamp:
     return Timestamp(seconds=whole, nanos=int((unix_seconds - whole) * 1e9))
 
 
+# The most a stop spends removing the server's records (they expire on their own).
+CLEAR_WITHIN = 2.0
+
+
 class Heartbeater(PeriodicComponent):
     """Extends leases and writes the server's heartbeat records."""
 
@@ -64,9 +68,15 @@ class Heartbeater(PeriodicComponent):
     async def stop(self, hurry: asyncio.Event | None = None) -> None:
         await super().stop(hurry)
         try:
-            await clear_server_state(self.broker.connector, self.ident)
-        except AsyncqError as error:
-            self.logger.warning("could not clear the server's records: %s", error)
+            # Bounded: the records expire on their own (the tools skip stale ones), so a
+            # failing node must not hold the shutdown for its calls' whole retry_deadline.
+            async with asyncio.timeout(CLEAR_WITHIN):
+                await clear_server_state(self.broker.connector, self.ident)
+        except (AsyncqError, TimeoutError) as error:
+            self.logger.warning(
+                "could not clear the server's records (they expire on their own): %s",
+                str(error) or "no answer in time",
+            )
 
     async def _tick(self) -> None:
         await self._extend_leases()
