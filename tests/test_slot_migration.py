@@ -372,12 +372,12 @@ async def test_tasks_a_late_dequeue_brings_when_every_slot_is_busy_go_back_and_r
                     await client.enqueue(Task("t"), queue=steady)
                 await eventually(lambda: len(running) == 2, within=5)
                 move.finish()
-                # The late dequeue lands while both slots are busy: the task goes back
-                # to pending, which stamps it pending again.
-                redis_client = connector.client
 
-                async def put_back() -> bool:
-                    since = await redis_client.hget(keys.task(held.id), "pending_since")
+                # The late dequeue lands while both slots are busy: the task goes back
+                # to pending, which stamps it pending again (read where it now lives).
+                def put_back() -> bool:
+                    since = move.target.hget(keys.task(held.id), "pending_since")
+                    assert since is not None, "the late task ran, or its hash is gone"
                     return int(since) > int(enqueued_at)
 
                 await eventually(put_back, within=20, what="the late task put back")

@@ -301,7 +301,7 @@ def test_worker_cli_refuses_a_duration_that_is_not_finite_in_one_line() -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.output == (
-        "Error: lease_duration must be a finite number of seconds, at least 1, got nan\n"
+        "Error: --lease-duration must be a finite number of seconds, at least 1, got nan\n"
     )
 
 

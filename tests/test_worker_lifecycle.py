@@ -321,3 +321,20 @@ def test_ctrl_c_while_the_worker_connects_stops_it_at_once(app_dir: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--poll-interval", "-1"), ("--forward-interval", "nan"), ("--lease-duration", "0.5")],
+)
+def test_a_bad_flag_value_is_named_by_its_flag(app_dir: Path, flag: str, value: str) -> None:
+    """The error names the flag the user gave (it named the Server option behind it,
+    `task_check_interval` for --poll-interval, say)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncq", "worker", "app:mux", f"{flag}={value}"],
+        cwd=app_dir, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "ASYNCQ_TEST_MARKS": str(app_dir / "marks")},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert flag in result.stderr and "_interval" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -56,6 +57,24 @@ def import_target(target: str) -> object:
         raise click.ClickException(
             f"module {module_name!r} has no attribute {attribute!r}"
         ) from None
+
+
+# The Server options the worker's flags set, named as the flags in its error messages.
+_FLAGS = {
+    "delayed_task_check_interval": "--forward-interval",
+    "task_check_interval": "--poll-interval",
+    "lease_duration": "--lease-duration",
+    "heartbeat_interval": "--heartbeat-interval",
+    "recoverer_interval": "--recoverer-interval",
+    "shutdown_timeout": "--shutdown-timeout",
+}
+
+
+def _in_flags(message: str) -> str:
+    """A Server option error, worded with the command's flags instead of its options."""
+    for option, flag in _FLAGS.items():
+        message = re.sub(rf"\b{option}\b", flag, message)
+    return message
 
 
 def _parse_queues(values: tuple[str, ...]) -> dict[str, int]:
@@ -181,7 +200,7 @@ def worker(
             task_check_interval=poll_interval,
         )
     except AsyncqError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(_in_flags(str(error))) from None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(server, mux))
