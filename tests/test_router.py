@@ -195,6 +195,21 @@ def test_weighted_watch_shares_split_every_slot_evenly(slots: int) -> None:
         assert counts == sorted(counts, reverse=True), "the remainder to the first queues"
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_watch_shares_leave_out_the_queues_skipped_and_give_their_slots_to_the_others(
+    strict: bool,
+) -> None:
+    """A queue whose node does not answer is skipped: the slots all go to the others (in
+    strict mode to the highest left), and with every queue skipped there is no watch."""
+    router = QueueRouter({"low": 1, "high": 3, "mid": 2}, strict=strict, rng=random.Random(2))
+    for _ in range(50):
+        shares = dict(router.watch_shares(4, skipping=["high"]))
+        assert sorted(shares) == ["low", "mid"] and sum(shares.values()) == 4
+        if strict:
+            assert shares == {"mid": 4, "low": 0}
+    assert router.watch_shares(4, skipping=["low", "mid", "high"]) == []
+
+
 def test_a_single_weighted_slot_goes_to_each_queue_by_its_priority() -> None:
     router = QueueRouter({"a": 3, "b": 2, "c": 1}, rng=random.Random(11))
     given = Counter(

@@ -30,7 +30,14 @@ from redis.backoff import NoBackoff
 
 from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript, evalsha_loading
-from asyncq._cluster.links import LinkUnusable, ScriptLink, ScriptLinks, TryAgainLater
+from asyncq._cluster.links import (
+    ClusterDownHere,
+    LinkUnusable,
+    NoReply,
+    ScriptLink,
+    ScriptLinks,
+    TryAgainLater,
+)
 from asyncq._cluster.replicated import ReplicatedCalls
 from asyncq._cluster.retry import call_with_retry, untrusted_certificate, within
 from asyncq.errors import ConnectionFailedError, InvalidOptionError, RedisRefusedError
@@ -39,6 +46,10 @@ __all__ = ["Connector", "RedisClusterConnector", "RedisConnector", "parse_addres
 
 T = TypeVar("T")
 EncodableT = str | bytes | int | float
+# How long a script call keeps trying its node while that node answers CLUSTERDOWN. A
+# failover leaves the cluster down from the moment a master is marked failed until a
+# replica takes over: under a second or two with Redis's election delays.
+CLUSTER_DOWN_ON_LINK = 3.0
 
 # The client is typed loosely: redis-py's command methods return unions that
 # would force a cast at every call site without adding safety.
@@ -291,9 +302,16 @@ class Connector(ABC):
             await self._refresh_slot_map()
             raise
 
-    async def _refresh_slot_map(self) -> None:
-        """Read the cluster's slot map again; nothing to do for a single server."""
+    async def _refresh_slot_map(self, avoiding: str | None = None) -> None:
+        """Read the cluster's slot map again, asking the node at ``avoiding`` last;
+        nothing to do for a single server."""
         return
+
+    async def node_went_silent(self, address: str) -> None:
+        """A call to the node at ``address`` got no reply in time (see ``links.NoReply``):
+        on a cluster, read the layout again from the other nodes, so that calls go to the
+        replica that has taken its place, if one has."""
+        await self._refresh_slot_map(avoiding=address)
 
     async def execute(self, *args: EncodableT) -> Any:
         """Run one Redis command (routed by its key on a cluster) with retry."""
@@ -324,6 +342,7 @@ class Connector(ABC):
         if ends is None:
             ends = time.monotonic() + self.retry_deadline
         deadline = ends
+        down_since: float | None = None  # when the link's node first said CLUSTERDOWN
 
         def arguments() -> Sequence[EncodableT]:
             nonlocal sends
@@ -334,10 +353,25 @@ class Connector(ABC):
             links = self._links
             if links is not None:
                 command = ("EVALSHA", script.sha, len(keys), *keys, *arguments())
+                address = self.node_of(keys[0])
                 try:
-                    return await self._run_on_link(links, script, keys[0], command)
+                    return await self._run_on_link(links, script, address, command)
                 except TryAgainLater as error:  # a slot move splits the keys: wait it out
                     raise rx.TryAgainError(str(error)) from None
+                except NoReply as error:
+                    # Frozen, or failed over without telling anyone: read the layout from
+                    # the other nodes, and try again wherever it now puts the keys. (redis-py
+                    # would first wait out its own timeout on the same silent node.)
+                    await self.node_went_silent(address)
+                    raise rx.TimeoutError(f"{address}: {error}") from None
+                except ClusterDownHere as error:  # a failover is on: try this node again
+                    nonlocal down_since
+                    now = time.monotonic()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since < CLUSTER_DOWN_ON_LINK:
+                        raise rx.ClusterDownError(str(error)) from None
+                    # Still down: this node may be on the losing side of a split, which
+                    # redis-py, reading the layout from the other nodes, can get past.
                 except LinkUnusable:
                     pass  # redis-py takes this attempt
             # Not the first send's form: redis-py may repeat this one after a timeout.
@@ -347,9 +381,13 @@ class Connector(ABC):
         return await self.call(op, bounded=False, ends=deadline)
 
     async def _run_on_link(
-        self, links: ScriptLinks, script: LuaScript, key: str, command: tuple[EncodableT, ...]
+        self,
+        links: ScriptLinks,
+        script: LuaScript,
+        address: str,
+        command: tuple[EncodableT, ...],
     ) -> Any:
-        reply = await links.call(self.node_of(key), command, script=script.source)
+        reply = await links.call(address, command, script=script.source)
         if isinstance(reply, hiredis.ReplyError):
             # The script ran and failed (or Redis refused it): the same error redis-py
             # would raise, so callers and the retry policy see one kind of error.
@@ -623,15 +661,17 @@ class RedisClusterConnector(Connector):
         parse = client.response_callbacks.get(str(args[0]).upper())
         return reply if parse is None else parse(reply)
 
-    async def _refresh_slot_map(self) -> None:
+    async def _refresh_slot_map(self, avoiding: str | None = None) -> None:
         # redis-py reads the map again after a lost connection or a redirection, but not
-        # after finding a slot missing from it (possible with require_full_coverage=False):
-        # without this, a slot served again later stayed unknown until a reconnect.
-        # Calls that find it missing at the same moment share one reading.
+        # after finding a slot missing from it (possible with require_full_coverage=False),
+        # nor after a link found a node silent: without this, a slot served again later
+        # stayed unknown until a reconnect. Calls that ask at the same moment share one
+        # reading. The silent node is asked last: it would hold the reading for as long
+        # as the socket timeout.
         refreshing = self._refreshing
         if refreshing is None or refreshing.done():
             refreshing = self._refreshing = asyncio.ensure_future(
-                self.client.nodes_manager.initialize()
+                self.client.nodes_manager.initialize(last_failed_node_name=avoiding)
             )
             refreshing.add_done_callback(mark_seen)
         with contextlib.suppress(Exception):  # the call's own error says more

@@ -31,7 +31,15 @@ import hiredis
 
 from asyncq._aio import mark_seen
 
-__all__ = ["LinkUnusable", "PairProgress", "ScriptLink", "ScriptLinks", "TryAgainLater"]
+__all__ = [
+    "ClusterDownHere",
+    "LinkUnusable",
+    "NoReply",
+    "PairProgress",
+    "ScriptLink",
+    "ScriptLinks",
+    "TryAgainLater",
+]
 
 EncodableT = str | bytes | int | float
 
@@ -51,6 +59,20 @@ class TryAgainLater(LinkUnusable):
     """A slot is moving and the call's keys are split between its two nodes (TRYAGAIN
     after an ASK): no node can run it until the move is over, so it is retried later,
     not handed to redis-py."""
+
+
+class NoReply(LinkUnusable):
+    """No reply came within the link's reply timeout: the node accepts connections but
+    answers nothing (paused, stalled, or cut off), and the link was dropped."""
+
+
+class ClusterDownHere(LinkUnusable):
+    """The node answered CLUSTERDOWN: the cluster has marked a master as failed and no
+    replica has taken its place yet (Redis refuses every command meanwhile, by default).
+    This node is still the right one for the call, so the caller may try it here again
+    shortly rather than have redis-py read the cluster's layout anew: that reading may
+    ask the very node that stopped answering first, and wait its whole timeout, while
+    every other redis-py call waits for it."""
 
 
 class PairProgress:
@@ -144,7 +166,7 @@ class ScriptLink(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         due = self._waiting[0][1]
         if loop.time() >= due:
-            self._fail(LinkUnusable(f"no reply within {self._reply_timeout:g}s"))
+            self._fail(NoReply(f"no reply within {self._reply_timeout:g}s"))
         else:
             self._watchdog = loop.call_at(due, self._check)
 
@@ -243,6 +265,8 @@ class ScriptLinks:
             return await self._after_error(target, reply, args, script, asking=True)
         if text.startswith("TRYAGAIN") and asking:
             raise TryAgainLater(text)
+        if text.startswith("CLUSTERDOWN"):
+            raise ClusterDownHere(text)
         if text.startswith(_HAND_OVER_ERRORS):
             raise LinkUnusable(text)
         return reply

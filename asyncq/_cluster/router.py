@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import reduce
 
 from asyncq._broker.keys import validate_queue_name
@@ -58,17 +58,21 @@ class QueueRouter:
         """Every queue served, highest priority first."""
         return list(self._strict_order)
 
-    def watch_shares(self, slots: int) -> list[tuple[str, int]]:
+    def watch_shares(self, slots: int, skipping: Collection[str] = ()) -> list[tuple[str, int]]:
         """Each queue, in this attempt's order, with how many of ``slots`` free slots its
         watch may take tasks into (an idle worker's wait inside Redis; a watch given none
-        only wakes the worker, which then dequeues in the ordinary order).
+        only wakes the worker, which then dequeues in the ordinary order). The queues in
+        ``skipping`` are left out (a queue whose node is not answering): the others share
+        the slots, and none may be left.
 
         Strict: every slot to the highest queue, so a lower queue's task never starts
         ahead of a higher one's. Weighted: shared evenly, the rest to the queues that come
         first this time, so with fewer slots than queues each queue's chance of a slot
         follows its priority.
         """
-        order = self.order()
+        order = [queue for queue in self.order() if queue not in skipping]
+        if not order:
+            return []
         if self.strict:
             return [(queue, slots if index == 0 else 0) for index, queue in enumerate(order)]
         share, extra = divmod(slots, len(order))

@@ -341,7 +341,7 @@ class Dispatcher:
         lease_expiry = int(self.clock.time() + self.config.lease_duration + interval)
         self._watch_stop = asyncio.get_running_loop().create_future()
         try:
-            shares = self.router.watch_shares(wanted)
+            shares = self.router.watch_shares(wanted, skipping=self.late_queues)
             launched, emptied = await self._watch(shares, interval, lease_expiry)
         finally:
             self._watch_stop = None
@@ -356,7 +356,8 @@ class Dispatcher:
         others; returns how many tasks were launched (corrupt ones give their slot back)
         and whether every queue was left empty. When only watches that took nothing were
         woken, the next dequeue looks at their queues alone."""
-        armed = await self.watches.arm(shares, block, lease_expiry)
+        open_within = LATE_AFTER if self._may_be_late else None
+        armed = await self.watches.arm(shares, block, lease_expiry, open_within)
         if armed is None:  # no watch could be opened: wait the ordinary way this time
             with self.wake_ups.waiting():
                 await self._idle(block)
@@ -370,13 +371,32 @@ class Dispatcher:
         waiting = [one for one in armed if not one.dequeued.done()]
         woken: list[str] = []  # queues whose watch took nothing, woken by a task
         launched, emptied = await self._collect(answered, lease_expiry, woken)
-        await self.watches.release(waiting)
-        launched_later, emptied_later = await self._collect(waiting, lease_expiry, woken)
-        emptied = emptied and emptied_later and len(armed) == len(shares)
+        self.watches.release(waiting)
+        released = await self._released_in_time(waiting, lease_expiry)
+        launched_later, emptied_later = await self._collect(released, lease_expiry, woken)
+        emptied = emptied and emptied_later and len(armed) == len(shares) and released == waiting
         if emptied and woken:  # every other queue was seen empty: look at these alone
             self._look_next = woken
             return launched + launched_later, False
         return launched + launched_later, emptied
+
+    async def _released_in_time(
+        self, released: list[ArmedWatch], lease_expiry: int
+    ) -> list[ArmedWatch]:
+        """The released watches whose dequeue answers within ``LATE_AFTER``; the others
+        (a master frozen or failing over) are left to land on their own, as a late
+        dequeue is, so that the other queues are served meanwhile."""
+        if not released or not self._may_be_late:
+            return released
+        await asyncio.wait([one.dequeued for one in released], timeout=LATE_AFTER)
+        for one in released:
+            if not one.dequeued.done():
+                taken = asyncio.ensure_future(self._taken_by(one))
+                self._land_later(one.watch.keys, taken, lease_expiry)
+        return [one for one in released if one.dequeued.done()]
+
+    async def _taken_by(self, armed: ArmedWatch) -> list[tuple[str, bytes]]:
+        return (await self.watches.collect(armed)).taken
 
     async def _collect(
         self, armed: list[ArmedWatch], lease_expiry: int, woken: list[str]
@@ -405,9 +425,11 @@ class Dispatcher:
         """The lease of tasks a watch (or a late dequeue) took. Normally the one written
         at arming; if the clock moved on further than the wait can explain (a suspended
         machine, a test's clock, a dequeue that waited out a failover), the leases are
-        extended first, as the heartbeater would."""
+        extended first, as the heartbeater would. (A released watch may be waited for
+        ``LATE_AFTER`` after its wait ended: that much is explained, and extending then
+        would send a call through redis-py, which may be busy with a frozen node.)"""
         now = self.clock.time()
-        if lease_expiry - now >= self.config.lease_duration - 1:
+        if lease_expiry - now >= self.config.lease_duration - LATE_AFTER - 1:
             return lease_expiry
         expiry = int(now + self.config.lease_duration)
         by_queue: dict[str, tuple[QueueKeys, list[str]]] = {}
@@ -465,11 +487,18 @@ class Dispatcher:
             raise
         if call.done():
             return call.result()
+        self._land_later(keys, call, lease_expiry)
+        raise _Late
+
+    def _land_later(
+        self, keys: QueueKeys, call: asyncio.Future[list[tuple[str, bytes]]], lease_expiry: int
+    ) -> None:
+        """Leave a late dequeue (or watch) to land on its own; its queue is skipped until
+        then."""
         assert self._group is not None
         lander = self._group.create_task(self._land(keys, call, lease_expiry))
         self._late[lander] = keys.name
         lander.add_done_callback(self._late.pop)
-        raise _Late
 
     async def _land(
         self, keys: QueueKeys, call: asyncio.Future[list[tuple[str, bytes]]], lease_expiry: int

@@ -20,7 +20,9 @@ queues so woken, in the ordinary order, one trip more.
 
 A watch that is no longer needed (another queue got a task, or the server stops) is
 released with CLIENT UNBLOCK: its wait ends at once, its dequeue still runs, and what it
-took is handed over too, so no task is left leased to nobody. A connection lost just
+took is handed over too, so no task is left leased to nobody. The release is sent and not
+waited for: a frozen node answers neither it nor the dequeue, and the dispatcher leaves
+such a watch to land on its own (see the dispatcher's ``LATE_AFTER``). A connection lost just
 after its dequeue ran (the reply never came) is answered by sending the same dequeue
 again through the connector: the script recognises the call by its record key and hands
 back what it took. Only if that fails too do those tasks wait for the recoverer, when
@@ -40,7 +42,7 @@ from asyncq._aio import mark_seen
 from asyncq._broker.keys import QueueKeys
 from asyncq._broker.rdb import Arg, Broker
 from asyncq._broker.scripts import load_script
-from asyncq._cluster.links import LinkUnusable, ScriptLink
+from asyncq._cluster.links import LinkUnusable, NoReply, ScriptLink
 
 __all__ = ["MAX_WATCHED_QUEUES", "ArmedWatch", "Collected", "Watches"]
 
@@ -93,20 +95,31 @@ class Watches:
         self.logger = logger
         self.available = True  # False for good once the connector turns out to use no links
         self._watches: dict[str, _Watch] = {}
+        self._releases: set[asyncio.Task[None]] = set()  # CLIENT UNBLOCKs on their way
 
     async def arm(
-        self, shares: list[tuple[str, int]], block: float, lease_expiry: int
+        self,
+        shares: list[tuple[str, int]],
+        block: float,
+        lease_expiry: int,
+        open_within: float | None = None,
     ) -> list[ArmedWatch] | None:
         """Send each queue's wait and a dequeue of as many tasks as its share (0: the
         wait only wakes the worker).
 
-        Returns None (and sends nothing) when a watch cannot be opened; the caller then
-        waits the ordinary way. Every armed watch must be collected.
+        Returns None (and sends nothing) when a watch cannot be opened, or not within
+        ``open_within`` seconds (a node that accepts connections but answers nothing);
+        the caller then waits the ordinary way. Every armed watch must be collected.
         """
         block = max(block, 0.001)  # BLMOVE would read 0 as "wait forever"
         watches = []
         for queue, _ in shares:
-            watch = await self._watch(queue, block)
+            try:
+                async with asyncio.timeout(open_within):
+                    watch = await self._watch(queue, block)
+            except TimeoutError:
+                self.logger.debug("no answer from the node of %s to open a watch", queue)
+                watch = None
             if watch is None:
                 return None
             watches.append(watch)
@@ -131,20 +144,29 @@ class Watches:
             armed.append(ArmedWatch(watch, script_keys, args, count, moved, dequeued))
         return armed or None
 
-    async def release(self, armed: list[ArmedWatch]) -> None:
-        """End the waits that are still on, so their dequeues run now."""
+    def release(self, armed: list[ArmedWatch]) -> None:
+        """End the waits that are still on, so their dequeues run now. Returns at once:
+        the caller waits for the dequeues' replies (``collect``), and a node that does
+        not answer the release must not hold up the others."""
         for one in armed:
-            if one.dequeued.done():
-                continue
-            watch = one.watch
-            try:
-                await self.broker.connector.call_on_link(
-                    watch.address, "CLIENT", "UNBLOCK", watch.client_id
-                )
-            except (LinkUnusable, OSError) as error:
-                # Cannot reach the node: give the watch up (see the module's last note).
-                self.logger.debug("could not release the watch on %s: %s", watch.keys.name, error)
-                self._drop(watch)
+            if not one.dequeued.done():
+                release = asyncio.ensure_future(self._unblock(one.watch))
+                self._releases.add(release)
+                release.add_done_callback(self._releases.discard)
+
+    async def _unblock(self, watch: _Watch) -> None:
+        try:
+            await self.broker.connector.call_on_link(
+                watch.address, "CLIENT", "UNBLOCK", watch.client_id
+            )
+        except (LinkUnusable, OSError) as error:
+            # Cannot reach the node: give the watch up (see the module's last note), once
+            # the layout is read again if the node went silent, so that the dequeue sent
+            # again goes to the node that has taken its place.
+            self.logger.debug("could not release the watch on %s: %s", watch.keys.name, error)
+            if isinstance(error, NoReply):
+                await self.broker.connector.node_went_silent(watch.address)
+            self._drop(watch)
 
     async def collect(self, armed: ArmedWatch) -> Collected:
         """The tasks one armed watch took, and whether to wait the ordinary way once
@@ -158,6 +180,8 @@ class Watches:
         except LinkUnusable as error:
             self.logger.debug("watch on %s lost: %s", watch.keys.name, error)
             self._drop(watch)
+            if isinstance(error, NoReply):  # so the dequeue goes where the queue is now
+                await self.broker.connector.node_went_silent(watch.address)
             return await self._send_again(armed)
         moved = armed.moved.result() if armed.moved.done() else None
         refused = isinstance(reply, hiredis.ReplyError)
@@ -185,6 +209,8 @@ class Watches:
 
     def close(self) -> None:
         """Drop every watch connection (the dispatcher has stopped)."""
+        for release in self._releases:
+            release.cancel()
         for watch in list(self._watches.values()):
             self._drop(watch)
 
