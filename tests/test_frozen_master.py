@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import redis
@@ -38,6 +40,30 @@ def queues_on_each_master(cluster: LocalRedisCluster) -> list[str]:
     return list(by_master.values())
 
 
+@asynccontextmanager
+async def idle_worker_on(
+    cluster: LocalRedisCluster, queues: list[str], started: Counter[str]
+) -> AsyncIterator[Client]:
+    """A worker serving ``queues`` (counting each task's start in ``started``), once it
+    has run a task of each, so that it now waits on every queue's master; and a client
+    of its own."""
+    async with (
+        RedisClusterConnector(cluster.seeds) as worker_connector,
+        RedisClusterConnector(cluster.seeds) as client_connector,
+        Client(client_connector) as client,
+        running_server(
+            worker_connector,
+            _recording_mux(started),
+            dict.fromkeys(queues, 1),
+            task_check_interval=1.0,
+        ),
+    ):
+        for queue in queues:
+            await client.enqueue(Task("t", f"before-{queue}".encode()), queue=queue)
+        await eventually(lambda: len(started) == len(queues), what="the first tasks")
+        yield client
+
+
 async def test_a_frozen_master_without_a_replica_holds_up_no_other_queue() -> None:
     """Nothing can take the frozen master's place, and the cluster is set to serve the
     slots it still can. An idle worker waits on every queue's master; the other queues'
@@ -49,20 +75,7 @@ async def test_a_frozen_master_without_a_replica_holds_up_no_other_queue() -> No
         queues = queues_on_each_master(cluster)
         frozen, healthy = queues[0], queues[1:]
         started: Counter[str] = Counter()
-        async with (
-            RedisClusterConnector(cluster.seeds) as worker_connector,
-            RedisClusterConnector(cluster.seeds) as client_connector,
-            Client(client_connector) as client,
-            running_server(
-                worker_connector,
-                _recording_mux(started),
-                dict.fromkeys(queues, 1),
-                task_check_interval=1.0,
-            ),
-        ):
-            for queue in queues:  # each queue used once, so the worker waits on all three
-                await client.enqueue(Task("t", f"before-{queue}".encode()), queue=queue)
-            await eventually(lambda: len(started) == len(queues), what="the first tasks")
+        async with idle_worker_on(cluster, queues, started) as client:
             master = cluster.node_for_address(cluster.slot_owner(queue_slot(frozen))[0])
             with master.pausing():
                 for round_ in range(3):
@@ -79,27 +92,15 @@ async def test_a_frozen_master_without_a_replica_holds_up_no_other_queue() -> No
 async def test_a_frozen_master_holds_up_neither_the_other_queues_nor_its_own_after_failover(
     own_cluster: LocalRedisCluster,
 ) -> None:
-    """An idle worker waits on every queue's master. With one master frozen, a task of
-    another queue runs at once (the worker stopped for the frozen one's reply until the
-    node woke up), and once the replica has taken over, a task of the frozen master's
-    queue runs there, still before the old master wakes up. Every task runs once."""
+    """An idle worker waits on every queue's master. With one master frozen, the other
+    queues' tasks run, and once the replica has taken over, a task of the frozen master's
+    queue runs there, still before the old master wakes up (the worker and the client
+    read the layout again once the silent node's socket timeout passes). Every task runs
+    once."""
     queues = queues_on_each_master(own_cluster)
     frozen, healthy = queues[0], queues[1:]
     started: Counter[str] = Counter()
-    async with (
-        RedisClusterConnector(own_cluster.seeds) as worker_connector,
-        RedisClusterConnector(own_cluster.seeds) as client_connector,
-        Client(client_connector) as client,
-        running_server(
-            worker_connector,
-            _recording_mux(started),
-            dict.fromkeys(queues, 1),
-            task_check_interval=1.0,
-        ),
-    ):
-        for queue in queues:  # each queue used once, so the worker waits on all three
-            await client.enqueue(Task("t", f"before-{queue}".encode()), queue=queue)
-        await eventually(lambda: len(started) == len(queues), what="the first tasks")
+    async with idle_worker_on(own_cluster, queues, started) as client:
         old_master = own_cluster.node_for_address(own_cluster.slot_owner(queue_slot(frozen))[0])
         with old_master.pausing():
             for queue in healthy:
