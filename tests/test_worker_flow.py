@@ -107,6 +107,21 @@ async def test_paused_queue_waits_until_resumed(connector: Connector, queue_name
         await eventually(lambda: paused in ran)
 
 
+async def test_extending_leases_never_revives_one_the_recoverer_removed(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq's ExtendLease is ``ZADD XX``: a task whose lease the recoverer took away (and
+    requeued) must not get one back from the worker still running it."""
+    from asyncq._broker.rdb import Broker
+
+    broker = Broker(connector)
+    keys = broker.keys(queue_name)
+    await connector.execute("ZADD", keys.lease, 100, "held")
+    await broker.extend_leases(keys, ["held", "taken-back"], 5000)
+    leases = await connector.execute("ZRANGE", keys.lease, 0, -1, "WITHSCORES")
+    assert leases == [b"held", b"5000"]
+
+
 async def test_heartbeat_publishes_records_and_extends_leases(
     connector: Connector, queue_name: str
 ) -> None:

@@ -471,13 +471,13 @@ class Broker:
         return moved
 
     async def extend_leases(self, keys: QueueKeys, task_ids: list[str], expiry: int) -> None:
-        """asynq's ExtendLease: ``ZADD XX`` so a lease the recoverer removed is not revived."""
+        """asynq's ExtendLease: ``ZADD XX`` so a lease the recoverer removed is not revived
+        (in a script, so that it goes over the lean link: see ``extend_leases.lua``)."""
         if not task_ids:
             return
-        pairs: list[str | int] = []
-        for task_id in task_ids:
-            pairs += [expiry, task_id]
-        await self.connector.execute("ZADD", keys.lease, "XX", *pairs)
+        await self.connector.run_script(
+            load_script("extend_leases"), [keys.lease], [expiry, *task_ids]
+        )
 
     async def list_lease_expired(self, keys: QueueKeys, cutoff: int) -> list[tuple[str, bytes]]:
         """asynq's ListLeaseExpired: (id, message) of tasks whose lease ended by ``cutoff``."""
