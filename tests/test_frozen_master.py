@@ -18,7 +18,7 @@ import redis
 
 from asyncq import Client, RedisClusterConnector, ServeMux, Task
 from asyncq._cluster.slots import queue_slot
-from asyncq.testing import LocalRedisCluster, eventually
+from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
 from tests.worker_helpers import running_server
 
 # Long enough for the cluster to notice (about 2 s with a 1 s node timeout), promote the
@@ -38,6 +38,11 @@ def queues_on_each_master(cluster: LocalRedisCluster) -> list[str]:
         by_master.setdefault(cluster.slot_owner(queue_slot(name))[0], name)
         index += 1
     return list(by_master.values())
+
+
+def master_of(cluster: LocalRedisCluster, queue: str) -> RedisServerProcess:
+    """The process of the master that holds ``queue``."""
+    return cluster.node_for_address(cluster.slot_owner(queue_slot(queue))[0])
 
 
 @asynccontextmanager
@@ -76,8 +81,7 @@ async def test_a_frozen_master_without_a_replica_holds_up_no_other_queue() -> No
         frozen, healthy = queues[0], queues[1:]
         started: Counter[str] = Counter()
         async with idle_worker_on(cluster, queues, started) as client:
-            master = cluster.node_for_address(cluster.slot_owner(queue_slot(frozen))[0])
-            with master.pausing():
+            with master_of(cluster, frozen).pausing():
                 for round_ in range(3):
                     name = f"round-{round_}"
                     await client.enqueue(Task("t", name.encode()), queue=healthy[round_ % 2])
@@ -101,7 +105,7 @@ async def test_a_frozen_master_holds_up_neither_the_other_queues_nor_its_own_aft
     frozen, healthy = queues[0], queues[1:]
     started: Counter[str] = Counter()
     async with idle_worker_on(own_cluster, queues, started) as client:
-        old_master = own_cluster.node_for_address(own_cluster.slot_owner(queue_slot(frozen))[0])
+        old_master = master_of(own_cluster, frozen)
         with old_master.pausing():
             for queue in healthy:
                 await client.enqueue(Task("t", f"during-{queue}".encode()), queue=queue)
