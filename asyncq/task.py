@@ -160,6 +160,18 @@ class Task:
         return task
 
     @classmethod
+    def _stored(cls, type: str, payload: bytes, headers: Mapping[str, str]) -> Task:
+        """A task rebuilt from a stored message (to work out its retry, or to hand it to a
+        group aggregator), taken as it is: another writer's task that ``Task()`` would
+        refuse (a blank type) must still be retried, archived or aggregated, not fail
+        every time it is read."""
+        task = cls.__new__(cls)
+        task.type, task._payload, task.headers = type, payload, dict(headers)
+        task.id, task.queue, task.retried, task.max_retry = "", "", 0, 0
+        task._deadline_at, task._result_writer = None, None
+        return task
+
+    @classmethod
     def _dequeued(
         cls,
         type: str,

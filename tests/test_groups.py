@@ -12,7 +12,7 @@ from asyncq import Client, Connector, Inspector, ServeMux, Task
 from asyncq._broker.groups import GroupBroker
 from asyncq._broker.rdb import Broker
 from asyncq.testing import ManualClock, eventually
-from tests.worker_helpers import key, running_server
+from tests.worker_helpers import key, running_server, task_message
 
 
 def aggregate(group: str, tasks: list[Task]) -> Task:
@@ -306,6 +306,33 @@ async def test_checks_while_a_grouped_task_is_scheduled_keep_its_group_listed(
     async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
         clock.advance(2)
         await eventually(lambda: len(batches) == 1)
+
+
+async def test_a_grouped_task_of_blank_type_reaches_the_aggregator(
+    connector: Connector, queue_name: str
+) -> None:
+    """A grouped task another writer stored with a blank type (asynq's clients refuse
+    one) is handed to the aggregator as it is; it once failed every aggregation of its
+    group, which then never ran."""
+    seen: list[list[str]] = []
+
+    def collect(group: str, tasks: list[Task]) -> Task:
+        seen.append(sorted(task.type for task in tasks))
+        return aggregate(group, [])
+
+    async with Client(connector) as client:
+        infos = [
+            await client.enqueue(Task("item", {"n": n}), queue=queue_name, group="g")
+            for n in range(2)
+        ]
+    msg = await task_message(connector, queue_name, infos[0].id)
+    msg.type = ""
+    await connector.client.hset(key(queue_name, f"t:{infos[0].id}"), "msg", msg.SerializeToString())
+    batches: list[dict[str, object]] = []
+    options = {**GROUPS, "group_aggregator": collect, "group_max_size": 2}
+    async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
+        await eventually(lambda: len(batches) == 1)
+    assert seen == [["", "item"]]
 
 
 async def _in_group(connector: Connector, queue: str, group: str) -> bool:

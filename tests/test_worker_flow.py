@@ -243,6 +243,31 @@ async def test_a_lost_task_on_its_last_try_is_archived_even_if_not_a_failure(
     assert (await task_message(connector, queue_name, "earlier")).retried == 0  # not counted
 
 
+async def test_a_task_of_blank_type_from_another_writer_is_retried_not_stuck(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq's clients refuse a blank task type, but a task written by hand or by another
+    client can have one. The worker and the recoverer retry it like a task of a type with
+    no handler; working out its retry once failed at every try, leaving it active."""
+    now = int(time.time())
+    for task_id, state in (("blank-pending", "pending"), ("blank-lost", "active")):
+        msg = TaskMessage(type="", id=task_id, queue=queue_name, retry=3)
+        await connector.client.hset(
+            key(queue_name, f"t:{task_id}"),
+            mapping={"msg": msg.SerializeToString(), "state": state},
+        )
+        await connector.client.lpush(key(queue_name, state), task_id)
+    await connector.client.zadd(key(queue_name, "lease"), {"blank-lost": now - 100})
+    async with running_server(connector, ServeMux(), {queue_name: 1}):
+        await eventually(lambda: state_is(connector, queue_name, "blank-pending", "retry"))
+        await eventually(lambda: state_is(connector, queue_name, "blank-lost", "retry"))
+    ran = await task_message(connector, queue_name, "blank-pending")
+    assert ran.retried == 1 and "no handler is registered for task type ''" in ran.error_msg
+    lost = await task_message(connector, queue_name, "blank-lost")
+    assert lost.retried == 1 and lost.error_msg.startswith("LeaseExpiredError")
+    assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
 async def test_recoverer_archives_abandoned_tasks_it_cannot_read(
     connector: Connector, queue_name: str
 ) -> None:

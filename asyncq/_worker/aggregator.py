@@ -71,7 +71,7 @@ class Aggregator(PeriodicComponent):
             except TaskDecodeError as error:
                 self.logger.error("skipping a task of group %s: %s", group, error)
                 continue
-            task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
+            task = Task._stored(msg.type, msg.payload, msg.headers)
             task.id, task.queue = msg.id, msg.queue
             tasks.append(task)
         try:

@@ -255,7 +255,7 @@ class Finisher:
             return True
 
     def _retry_delay(self, msg: TaskMessage, error: BaseException) -> float:
-        task = Task.from_bytes(msg.type, msg.payload, dict(msg.headers))
+        task = Task._stored(msg.type, msg.payload, msg.headers)
         try:
             delay = self.config.retry_delay(msg.retried, error, task)
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
