@@ -52,6 +52,9 @@ ON_TIME = 1.0
 
 GO_ZERO_TIME = -62135596800  # Go's time.Time{} in Unix seconds: "never"
 HISTORY_SIZE = 1000
+# An entry's history outlives its last fire by this long after the next fire was due: an
+# entry that was removed (or whose schedulers all stopped) leaves no key behind for good.
+HISTORY_KEPT_AFTER_LAST_FIRE = 30 * 24 * 3600
 NAMESPACE = uuid.UUID("6f1c9a52-4a41-4c3e-9b1e-0c4a9e3c2d7a")  # asyncq's entry ids
 
 BeforeEnqueue = Callable[[Task, Mapping[str, object]], "Awaitable[None] | None"]
@@ -278,12 +281,12 @@ class Scheduler:
                 entry.task, entry.options, (entry.id, int(fire.timestamp()))
             )
             if info is not None:
-                await self._record(entry.id, info.id)
+                await self._record(entry, info.id)
         except NotReplicatedError as unconfirmed:  # written: not tried again
             info, error = unconfirmed.info, unconfirmed
             self.logger.warning("entry %s: %s", entry.id, unconfirmed)
             try:
-                await self._record(entry.id, info.id)
+                await self._record(entry, info.id)
             except Exception as failure:  # the history is a record, the fire happened
                 self.logger.warning("entry %s: history not written: %s", entry.id, failure)
         except ConnectionFailedError as failure:
@@ -296,14 +299,22 @@ class Scheduler:
             await _call(self.after_enqueue, info, error)
         return not retry
 
-    async def _record(self, entry_id: str, task_id: str) -> None:
+    async def _record(self, entry: _Entry, task_id: str) -> None:
+        """Add a fire to the entry's history, which lives until some time after the entry's
+        next fire was due (see ``HISTORY_KEPT_AFTER_LAST_FIRE``)."""
         now_ns = self.clock.time_ns()
+        now = now_ns // 10**9
         event = SchedulerEnqueueEvent(
-            task_id=task_id, enqueue_time=Timestamp(seconds=now_ns // 10**9, nanos=now_ns % 10**9)
+            task_id=task_id, enqueue_time=Timestamp(seconds=now, nanos=now_ns % 10**9)
         )
-        key = scheduler_history_key(entry_id)
-        await self.connector.execute("ZREMRANGEBYRANK", key, 0, -HISTORY_SIZE)
-        await self.connector.execute("ZADD", key, now_ns // 10**9, event.SerializeToString())
+        # Relative to the scheduler's clock, not Redis's: the two may disagree.
+        until_next = 0 if entry.next_fire is None else int(entry.next_fire.timestamp()) - now
+        lifetime = max(until_next, 0) + HISTORY_KEPT_AFTER_LAST_FIRE
+        await self.connector.run_script(
+            load_script("record_scheduler_event"),
+            [scheduler_history_key(entry.id)],
+            [now, event.SerializeToString(), HISTORY_SIZE, lifetime],
+        )
 
     async def heartbeat(self) -> None:
         """Publish the entries for asynq's tools (TTL two beats)."""

@@ -122,6 +122,27 @@ async def test_fires_at_the_right_times_once_each(connector: Connector, queue_na
     assert len(history) == 1
 
 
+async def test_an_entry_history_goes_away_a_month_after_the_entry_stops_firing(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq deletes its entries' history at shutdown; asyncq keeps it, as every scheduler
+    registering the same entry shares it, so it must expire once no fire renews it."""
+    clock = ManualClock(utc(2030, 1, 1, 0, 0, 30).timestamp())
+    scheduler = Scheduler(connector, clock=clock)
+    entry = scheduler.register("0 0 * * *", Task("nightly"), queue=queue_name)
+    history = f"asynq:scheduler_history:{entry}"
+    month, day = 30 * 24 * 3600, 24 * 3600
+    clock.set(utc(2030, 1, 2, 0, 0, 1).timestamp())
+    await scheduler.tick()
+    assert await connector.client.zcard(history) == 1
+    # The next fire is due a day later; the history lasts a month past that.
+    assert month + day - 60 <= await connector.client.ttl(history) <= month + day
+    clock.set(utc(2030, 1, 3, 0, 0, 1).timestamp())
+    await scheduler.tick()
+    assert await connector.client.zcard(history) == 2
+    assert month + day - 60 <= await connector.client.ttl(history) <= month + day
+
+
 @pytest.mark.parametrize("replicas", [2, 3])
 async def test_several_schedulers_enqueue_each_fire_once(
     connector: Connector, queue_name: str, replicas: int
