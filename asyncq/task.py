@@ -148,7 +148,10 @@ class Task:
 
     @classmethod
     def from_bytes(
-        cls, type: str, payload: bytes | None, headers: Mapping[str, str] | None = None
+        cls,
+        type: str,
+        payload: bytes | bytearray | memoryview | None,
+        headers: Mapping[str, str] | None = None,
     ) -> Task:
         """A task from already encoded payload bytes (as read from Redis)."""
         task = cls(type, None, headers)

@@ -370,7 +370,7 @@ async def test_a_resent_dequeue_gets_the_same_tasks_back(
         await client.enqueue_many([Task("t", {"i": i}) for i in range(5)], queue=queue_name)
     keys = Broker(connector).keys(queue_name)
     script_keys = [keys.pending, keys.paused, keys.active, keys.lease, keys.prefix + "dequeue:tok"]
-    args = [int(time.time()) + 30, keys.task_prefix, 2, 60, ""]
+    args: list[str | int] = [int(time.time()) + 30, keys.task_prefix, 2, 60, ""]
     first = await connector.run_script(load_script("dequeue"), script_keys, args)
     again = await connector.run_script(load_script("dequeue"), script_keys, args)
     assert again == first and len(first) == 4  # two (id, msg) pairs, both times
@@ -402,7 +402,7 @@ async def test_a_resent_batch_finds_its_own_tasks_and_adds_nothing(
     keys = Broker(connector).keys(queue_name)
     blob = pack_pairs([b"b1", b"b2"], [b"m1", b"m2"])
     run = partial(connector.run_script, load_script("enqueue_batch"), [keys.pending])
-    common = [1, keys.task_prefix, keys.wakeup, blob]
+    common: list[str | bytes | int] = [1, keys.task_prefix, keys.wakeup, blob]
     assert await run([*common, "0", "0"]) == []
     assert await run([*common, "0", "0"]) == [1, 2]  # a first send: both ids are taken
     assert await run([*common, "0", "1"]) == []  # a re-send: its own tasks, already stored

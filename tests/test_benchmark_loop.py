@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_an_unknown_loop_is_refused_without_leaving_the_coroutine_unawaited() ->
         raise AssertionError("must not run")
 
     coroutine = never()
+    assert isinstance(coroutine, types.CoroutineType)  # for cr_frame
     with pytest.raises(ValueError, match="unknown event loop 'trio'"):
         run_on("trio", coroutine)
     assert coroutine.cr_frame is None  # closed, so no "never awaited" warning

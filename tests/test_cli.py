@@ -472,7 +472,10 @@ async def test_server_ls_and_task_cancel_on_a_running_handler(
         mine = [row for row in listed[1:] if row[1] == str(worker.proc.pid)]
         return mine[0] if mine and mine[0][3] == "1/4" else None
 
-    await eventually(busy_row, within=10, what="server ls to show the running task")
+    async def shows_busy_row() -> bool:
+        return await busy_row() is not None
+
+    await eventually(shows_busy_row, within=10, what="server ls to show the running task")
     row = await busy_row()
     assert row is not None and row[2] == "active"
     assert row[4] == ", ".join(sorted([f"{worker.queue}:1", f"{worker.other_queue}:1"]))

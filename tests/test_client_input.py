@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import TypedDict
 
 import pytest
 
@@ -21,6 +22,11 @@ from asyncq import (
 from tests.worker_helpers import key, running_server
 
 SURROGATE = b"caf\xe9".decode(errors="surrogateescape")  # text with no UTF-8 form
+
+
+class _RetryOrUnique(TypedDict, total=False):
+    max_retry: int
+    unique: int
 
 
 def _header_changed_later() -> Task:
@@ -48,7 +54,8 @@ async def test_enqueue_of_a_task_changed_after_it_was_made_is_refused_clearly(
     connector: Connector, queue_name: str
 ) -> None:
     async with Client(connector) as client:
-        for options in ({}, {"max_retry": 3}, {"unique": 60}):  # planned and checked paths
+        cases: tuple[_RetryOrUnique, ...] = ({}, {"max_retry": 3}, {"unique": 60})
+        for options in cases:  # planned and checked paths
             with pytest.raises(TypeError, match=r"cannot be written: .*headers"):
                 await client.enqueue(_header_changed_later(), queue=queue_name, **options)
     assert await connector.client.llen(key(queue_name, "pending")) == 0

@@ -219,11 +219,12 @@ async def test_a_resent_store_of_the_same_message_is_a_success(
     }[script]
 
     def args(msg: bytes, resent: str) -> list[str | bytes | int]:
-        return {
+        by_script: dict[str, list[str | bytes | int]] = {
             "enqueue": [msg, "t1", 1, keys.wakeup, 0, "", 0, resent],
             "schedule": [msg, 2_000_000_000, "t1", "", 0, "", 0, resent],
             "add_to_group": [msg, "t1", 1, "g", 0, "", 0, resent],
-        }[script]
+        }
+        return by_script[script]
 
     run = partial(connector.run_script, load_script(script), script_keys)
     assert await run(args(b"mine", "0")) == 1

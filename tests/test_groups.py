@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def aggregate(group: str, tasks: list[Task]) -> Task:
     return Task("batch", {"group": group, "items": [t.json() for t in tasks]})
 
 
-def batch_mux(batches: list[dict[str, object]]) -> ServeMux:
+def batch_mux(batches: list[dict[str, Any]]) -> ServeMux:
     mux = ServeMux()
 
     @mux.handler("batch")
@@ -33,7 +34,7 @@ GROUPS = {"group_aggregator": aggregate, "group_check_interval": 0.02}
 
 
 async def test_max_size_triggers_aggregation(connector: Connector, queue_name: str) -> None:
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     async with Client(connector) as client:
         infos = [
             await client.enqueue(Task("item", {"n": n}), queue=queue_name, group="g")
@@ -45,7 +46,7 @@ async def test_max_size_triggers_aggregation(connector: Connector, queue_name: s
         await eventually(lambda: len(batches) == 1)
     # Tasks added in the same second come in id order, as in asynq: compare as a set.
     assert [b["group"] for b in batches] == ["g"]
-    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1, 2]  # type: ignore[attr-defined, index]
+    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1, 2]
     for info in infos:  # the originals are gone once the aggregated task is stored
         assert not await connector.client.exists(key(queue_name, f"t:{info.id}"))
     assert await connector.client.smembers(key(queue_name, "groups")) == set()
@@ -56,7 +57,7 @@ async def test_an_aggregation_slower_than_its_set_deadline_is_not_enqueued_twice
     connector: Connector, queue_name: str
 ) -> None:
     clock = ManualClock()
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     release, calls, returned = asyncio.Event(), [], []
 
     async def slow(group: str, tasks: list[Task]) -> Task:
@@ -101,7 +102,7 @@ async def _queue_is_idle(connector: Connector, queue: str) -> bool:
 async def test_an_aggregator_that_raises_for_one_group_does_not_hold_up_the_others(
     connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
 
     def picky(group: str, tasks: list[Task]) -> Task:
         if group == "bad":
@@ -132,7 +133,7 @@ async def test_max_delay_and_grace_period_trigger_aggregation(
     connector: Connector, queue_name: str
 ) -> None:
     clock = ManualClock()
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     async with Client(connector, clock=clock) as client:
         await client.enqueue(Task("item", {"n": 1}), queue=queue_name, group="slow")
         clock.advance(20)
@@ -157,7 +158,7 @@ async def test_scheduled_grouped_task_is_still_aggregated(
     connector: Connector, queue_name: str
 ) -> None:
     clock = ManualClock()
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     async with Client(connector, clock=clock) as client:
         await client.enqueue(Task("item", {"n": 1}), queue=queue_name, group="g", process_in=10)
     options = {**GROUPS, "group_grace_period": 5, "clock": clock}
@@ -182,12 +183,12 @@ async def test_a_crash_mid_aggregation_loses_no_task(connector: Connector, queue
                               now=clock.time() + 1)  # fmt: skip
     # The group stays listed while its set is out (see the next test).
     assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     clock.advance(121)  # the set's deadline passed: the recoverer gives the tasks back
     options = {**GROUPS, "group_grace_period": 1, "recoverer_interval": 0.05, "clock": clock}
     async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
         await eventually(lambda: len(batches) == 1)
-    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]  # type: ignore[attr-defined, index]
+    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]
 
 
 # What asynq's recoverer does with a set past its deadline, written here from its documented
@@ -224,14 +225,14 @@ async def test_a_set_asynq_reclaims_is_still_aggregated_and_the_group_then_unlis
     reclaim = connector.client.register_script(ASYNQ_STYLE_RECLAIM)
     await reclaim(keys=[key(queue_name, "aggregation_sets")], args=[int(clock.time())])
     assert await connector.client.zcard(key(queue_name, "g:g")) == 2
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     options = {**GROUPS, "group_grace_period": 1, "clock": clock}
     async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
         clock.advance(2)
         await eventually(lambda: len(batches) == 1)
         # Aggregated and its set deleted: a later check finds it empty and unlists it.
         await eventually(lambda: _count_is(connector.client.scard(key(queue_name, "groups")), 0))
-    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]  # type: ignore[attr-defined, index]
+    assert sorted(item["n"] for item in batches[0]["items"]) == [0, 1]
 
 
 @pytest.mark.parametrize("by", ["run_task", "run_all"])
@@ -301,7 +302,7 @@ async def test_checks_while_a_grouped_task_is_scheduled_keep_its_group_listed(
         keys=[key(queue_name, "scheduled")], args=[now, keys.task_prefix, keys.group_prefix]
     )
     assert await connector.client.smembers(key(queue_name, "groups")) == {b"g"}
-    batches: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     options = {**GROUPS, "group_grace_period": 1, "clock": clock}
     async with running_server(connector, batch_mux(batches), {queue_name: 1}, **options):
         clock.advance(2)

@@ -38,8 +38,16 @@ GO_ENTRY = bytes.fromhex(
 )
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    microsecond: int = 0,
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 def test_entry_bytes_are_asynqs() -> None:
@@ -345,7 +353,7 @@ async def test_a_resent_fire_whose_task_already_ran_still_counts_as_enqueued(
 
     async def fire(task_id: str, when: int, resend: str, unique: str = "") -> int:
         script_keys = [keys.task(task_id), keys.pending, *([unique] if unique else [])]
-        args = [f"msg-{task_id}", task_id, time.time_ns(), keys.wakeup, 60,
+        args: list[str | int] = [f"msg-{task_id}", task_id, time.time_ns(), keys.wakeup, 60,
                 keys.fired("entry", when), 600, resend]  # fmt: skip
         return int(await connector.run_script(script, script_keys, args))
 

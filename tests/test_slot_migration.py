@@ -352,10 +352,10 @@ async def test_tasks_a_late_dequeue_brings_when_every_slot_is_busy_go_back_and_r
     @mux.handler("t")
     async def work(task: Task) -> None:
         nonlocal most
-        running.append(task.id)  # type: ignore[attr-defined]
+        running.append(task.id)
         most = max(most, len(running))
         await gate.wait()
-        running.remove(task.id)  # type: ignore[attr-defined]
+        running.remove(task.id)
         ran.append(task.queue)
 
     connector = RedisClusterConnector(cluster.seeds, retry_deadline=20)

@@ -33,7 +33,7 @@ from asyncq import (
 from asyncq._broker.packing import pack_pairs
 from asyncq._broker.rdb import Broker
 from asyncq._broker.scripts import load_script
-from asyncq._cluster.links import LinkUnusable
+from asyncq._cluster.links import LinkUnusable, PairProgress
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, ManualClock, RedisServerProcess, eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
@@ -366,6 +366,7 @@ async def test_a_wait_lost_after_its_script_ran_never_stores_the_task_again(
             call = asyncio.ensure_future(client.enqueue(Task("once"), queue=queue_name))
             await eventually(lambda: len(_blocked_wait_ids(master)) == 1, within=5)
             [task_id] = master.lrange(pending, 0, -1)
+            assert isinstance(task_id, str)  # the admin client decodes replies
             master.delete(pending, f"asynq:{{{queue_name}}}:t:{task_id}")  # "run and done"
             master.execute_command("CLIENT", "KILL", "ID", _blocked_wait_ids(master)[0])
         with pytest.raises(NotReplicatedError) as raised:
@@ -407,7 +408,7 @@ async def test_closed_links_open_no_new_connection(redis_server: StandaloneTarge
         await links.call(connector.address, ("PING",))
     with pytest.raises(LinkUnusable):
         await links.call_then_wait(
-            connector.address, ("PING",), ("WAIT", 0, 1), 0.1, lambda reply: None
+            connector.address, ("PING",), ("WAIT", 0, 1), 0.1, PairProgress()
         )
 
 
@@ -425,7 +426,7 @@ async def test_when_the_deadline_runs_out_every_stored_task_is_reported_as_store
         outcomes = await asyncio.gather(
             *(client.enqueue(Task("t"), queue=q) for q in queues), return_exceptions=True
         )
-        stored = set()
+        stored: set[str] = set()
         for q in queues:
             stored.update(
                 i.decode()

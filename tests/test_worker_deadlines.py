@@ -27,8 +27,12 @@ def _job(task_id: str) -> Job:
     )
 
 
+async def _handler_that_never_ends() -> None:
+    await asyncio.Event().wait()
+
+
 async def _start(jobs: JobBook, deadlines: Deadlines, job: Job, remaining: float) -> None:
-    job.runner = asyncio.ensure_future(asyncio.Event().wait())  # stands in for a handler
+    job.runner = asyncio.ensure_future(_handler_that_never_ends())  # stands in for a handler
     jobs.add(job)
     deadlines.watch(job, remaining)
 

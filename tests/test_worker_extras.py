@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,8 +269,9 @@ def test_server_refuses_durations_that_are_not_finite(
     from asyncq import InvalidOptionError, Server
 
     # A NaN lease crashed the server at start; a NaN heartbeat failed every beat unseen.
+    options: dict[str, Any] = {option: value}  # the keyword is a parameter of the test
     with pytest.raises(InvalidOptionError, match=f"{option} must be a finite number"):
-        Server(connector, **{option: value})
+        Server(connector, **options)
 
 
 @pytest.mark.parametrize(

@@ -371,7 +371,8 @@ async def test_handler_ignoring_cancellation_cannot_block_shutdown_and_its_task_
 
 
 async def _lease_is(connector: Connector, queue: str, task_id: str, score: int) -> bool:
-    return await connector.client.zscore(key(queue, "lease"), task_id) == score
+    lease: float | None = await connector.client.zscore(key(queue, "lease"), task_id)
+    return lease == score
 
 
 async def _has_worker(connector: Connector, workers_key: str, task_id: str) -> bool:

@@ -59,9 +59,12 @@ async def test_task_written_by_go_is_run_and_leaves_asynqs_state(connector: Conn
     async def send_email(task: Task) -> None:
         seen.append((task.id, task.json(), task.queue))
 
+    async def processed() -> bool:
+        return await counter(connector, key(queue, "processed")) > 0
+
     try:
         async with running_server(connector, mux, {queue: 1}):
-            await eventually(lambda: counter(connector, key(queue, "processed")), what="processed")
+            await eventually(processed, what="processed")
         assert seen == [(GO_ID, {"to": 123, "from": 456}, queue)]
         names = sorted(
             [k.decode() async for k in connector.client.scan_iter(match=key(queue, "*"))]

@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from asyncq import Connector, ServeMux, Server, Task
 from asyncq._broker.message import decode_message
 from asyncq._proto.asynq_pb2 import TaskMessage
 
+
+class FastIntervals(TypedDict):
+    task_check_interval: float
+    delayed_task_check_interval: float
+    janitor_interval: float
+    heartbeat_interval: float
+    shutdown_timeout: float
+
+
 # Short intervals so that tests notice changes quickly; behaviour is the same.
-FAST = {
+FAST: FastIntervals = {
     "task_check_interval": 0.01,
     "delayed_task_check_interval": 0.02,
     "janitor_interval": 0.02,
