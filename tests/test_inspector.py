@@ -269,6 +269,32 @@ async def test_cancel_reaches_the_worker_running_the_task(
     assert task.last_error.startswith("TaskCanceledError") and task.retried == 1
 
 
+async def test_a_cancel_right_after_a_stray_message_on_the_channel_still_arrives(
+    connector: Connector, queue_name: str
+) -> None:
+    """A message on asynq:cancel that is not text (another program's) ended the worker's
+    listening: a cancel sent in the half second before it listened again was lost."""
+    started = asyncio.Event()
+    mux = ServeMux()
+
+    @mux.handler("long")
+    async def long(task: Task) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("long"), queue=queue_name)
+    async with (
+        running_server(connector, mux, {queue_name: 1}) as server,
+        Inspector(connector) as inspector,
+    ):
+        await eventually(started.is_set)
+        await eventually(server.component("subscriber").subscribed.is_set)
+        await connector.execute("PUBLISH", "asynq:cancel", b"\xff\xfe")
+        await inspector.cancel(info.id)
+        await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
+
+
 async def test_scheduler_entries_written_by_go_are_listed(connector: Connector) -> None:
     scheduler_key = "asynq:schedulers:{host:1:sched-test}"
     entry = SchedulerEntry(

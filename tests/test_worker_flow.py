@@ -8,9 +8,19 @@ import time
 import pytest
 
 from asyncq import Client, Connector, LeaseExpiredError, ServeMux, Task
+from asyncq._broker.groups import GroupBroker
+from asyncq._broker.rdb import Broker
 from asyncq._proto.asynq_pb2 import ServerInfo, TaskMessage, WorkerInfo
 from asyncq.testing import ManualClock, eventually
-from tests.worker_helpers import counter, key, running_server, state_is, task_message, task_state
+from tests.worker_helpers import (
+    counter,
+    key,
+    running_server,
+    state_is,
+    task_message,
+    task_state,
+    write_like_go,
+)
 
 
 async def _enqueue(connector: Connector, queue: str, count: int, task_type: str = "t") -> list[str]:
@@ -266,6 +276,64 @@ async def test_a_task_of_blank_type_from_another_writer_is_retried_not_stuck(
     lost = await task_message(connector, queue_name, "blank-lost")
     assert lost.retried == 1 and lost.error_msg.startswith("LeaseExpiredError")
     assert await connector.client.llen(key(queue_name, "active")) == 0
+
+
+async def test_a_queue_whose_keys_cannot_be_read_does_not_stop_recovery_of_the_others(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer's key of the wrong type in one queue failed the recoverer's whole
+    pass, at every pass: the tasks of the queues after it were never taken back."""
+    broken = f"{queue_name}-broken"
+    stale_set = key(broken, "g:batch:0b3c")
+    await connector.client.set(stale_set, "not a sorted set")
+    await connector.client.zadd(key(broken, "aggregation_sets"), {stale_set: 1})
+    msg = TaskMessage(type="t", id="lost", queue=queue_name, retry=25)
+    await connector.client.hset(
+        key(queue_name, "t:lost"), mapping={"msg": msg.SerializeToString(), "state": "active"}
+    )
+    await connector.client.lpush(key(queue_name, "active"), "lost")
+    await connector.client.zadd(key(queue_name, "lease"), {"lost": int(time.time()) - 100})
+    async with running_server(connector, ServeMux(), {broken: 2, queue_name: 1}):
+        await eventually(lambda: state_is(connector, queue_name, "lost", "retry"))
+    assert f"could not recover the tasks of queue {broken}" in caplog.text
+
+
+async def test_a_listed_aggregation_set_name_without_a_set_id_is_only_unlisted(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq's reclaim script failed on such a name (another writer's), at every pass."""
+    group = key(queue_name, "g:batch")
+    await connector.client.zadd(group, {"kept": 1})
+    await connector.client.zadd(key(queue_name, "aggregation_sets"), {group: 1})
+    broker = Broker(connector)
+    assert await GroupBroker(broker).reclaim_stale_sets(broker.keys(queue_name), time.time())
+    assert await connector.client.zcard(key(queue_name, "aggregation_sets")) == 0
+    assert await connector.client.zrange(group, 0, -1) == [b"kept"]
+
+
+async def test_a_task_key_of_another_type_in_pending_loses_none_of_its_batch(
+    connector: Connector, queue_name: str
+) -> None:
+    """An id in pending whose task key another writer filled with a string failed the
+    dequeue after it had taken the whole batch off pending: every task of the batch was
+    lost, in neither pending nor active. Now that id alone is dropped."""
+    mux = ServeMux()
+    ran: list[str] = []
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.id)
+
+    for n in range(8):
+        await write_like_go(connector, queue_name, f"good-{n}")
+        if n == 4:
+            await connector.client.set(key(queue_name, "t:bad"), "not a hash")
+            await connector.client.lpush(key(queue_name, "pending"), "bad")
+    async with running_server(connector, mux, {queue_name: 1}, concurrency=20):
+        await eventually(lambda: len(ran) == 8)
+    assert sorted(ran) == [f"good-{n}" for n in range(8)]
+    assert await connector.client.llen(key(queue_name, "pending")) == 0
+    assert await connector.client.get(key(queue_name, "t:bad")) == b"not a hash"
 
 
 async def test_recoverer_archives_abandoned_tasks_it_cannot_read(

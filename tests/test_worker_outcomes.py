@@ -19,6 +19,8 @@ from asyncq import (
     TaskIdConflictError,
 )
 from asyncq._broker.rdb import utc_date
+from asyncq._options import MAX_DURATION
+from asyncq._proto.asynq_pb2 import TaskMessage
 from asyncq.testing import ManualClock, eventually
 from tests.worker_helpers import (
     counter,
@@ -129,6 +131,27 @@ async def test_a_retry_delay_that_is_no_time_falls_back_to_the_default_backoff(
         await eventually(lambda: state_is(connector, queue_name, info.id, "retry"))
     score = await connector.client.zscore(key(queue_name, "retry"), info.id)
     assert clock.time() + 15 - 1 <= score <= clock.time() + 15 + 29  # the default: n**4 + 15 ...
+
+
+@pytest.mark.parametrize("retried", [1200, -(2**31)])
+async def test_the_default_backoff_of_a_task_retried_very_often_stays_within_a_century(
+    connector: Connector, queue_name: str, retried: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task whose retries servers with a retry rule of their own counted into the
+    hundreds (or a count another writer left negative) got asynq's n**4 backoff unchecked:
+    an error with a traceback at every failure, and a retry due tens of millennia away."""
+    clock = ManualClock()
+    msg = TaskMessage(type="failing", id="often", queue=queue_name, retry=5000, retried=retried)
+    await connector.client.hset(
+        key(queue_name, "t:often"), mapping={"msg": msg.SerializeToString(), "state": "pending"}
+    )
+    await connector.client.lpush(key(queue_name, "pending"), "often")
+    mux = raising_mux("failing", RuntimeError, "boom")
+    async with running_server(connector, mux, {queue_name: 1}, clock=clock):
+        await eventually(lambda: state_is(connector, queue_name, "often", "retry"))
+    score = await connector.client.zscore(key(queue_name, "retry"), "often")
+    assert clock.time() + 15 <= score <= clock.time() + MAX_DURATION
+    assert "retry_delay failed" not in caplog.text
 
 
 async def test_last_retry_archives_with_the_error(connector: Connector, queue_name: str) -> None:

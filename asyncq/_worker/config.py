@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from asyncq._clock import Clock, SystemClock
+from asyncq._options import MAX_DURATION
 from asyncq.errors import InvalidOptionError
 from asyncq.task import Task
 
@@ -47,8 +48,11 @@ MAX_INT32 = 2**31 - 1  # the largest concurrency or priority asynq's server reco
 
 
 def default_retry_delay(retried: int, error: BaseException, task: Task) -> float:
-    """asynq's (Sidekiq's) backoff: ``n**4 + 15 + rand(0..29) * (n + 1)`` seconds."""
-    return float(retried**4 + 15 + random.randrange(30) * (retried + 1))
+    """asynq's (Sidekiq's) backoff: ``n**4 + 15 + rand(0..29) * (n + 1)`` seconds, at most
+    a century. A task retried hundreds of times (its retries counted by servers with a
+    retry rule of their own) would otherwise be due past any date a tool can show."""
+    tries = max(retried, 0)
+    return float(min(tries**4 + 15 + random.randrange(30) * (tries + 1), MAX_DURATION))
 
 
 def seconds(name: str, value: timedelta | float, *, minimum: float = 0.0) -> float:

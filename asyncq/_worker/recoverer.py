@@ -42,19 +42,28 @@ class Recoverer(PeriodicComponent):
         now = self.config.clock.time()
         cutoff = int(now - self.config.recovery_grace)
         for queue in self.router.queues:
-            keys = self.broker.keys(queue)
-            await self.groups.reclaim_stale_sets(keys, now)
-            expired = await self.broker.list_lease_expired(keys, cutoff)
-            orphaned = await self.broker.list_orphaned(keys)
-            for task_id, raw in expired + orphaned:
-                try:
-                    await self._recover(keys, task_id, raw, cutoff)
-                except ConnectionFailedError:
-                    raise  # Redis is out of reach: the pass ends here (one line is logged)
-                except Exception:
-                    # One task that cannot be written (a bug, an odd reply) must not hold
-                    # back the others, nor the queues after it: it is tried again next pass.
-                    self.logger.exception("could not recover task %s of %s", task_id, queue)
+            try:
+                await self._recover_queue(self.broker.keys(queue), now, cutoff)
+            except ConnectionFailedError:
+                raise  # Redis is out of reach: the pass ends here (one line is logged)
+            except Exception:
+                # A queue whose keys cannot be read (another writer's key of the wrong
+                # type, a bug) must not hold back the queues after it.
+                self.logger.exception("could not recover the tasks of queue %s", queue)
+
+    async def _recover_queue(self, keys: QueueKeys, now: float, cutoff: int) -> None:
+        await self.groups.reclaim_stale_sets(keys, now)
+        expired = await self.broker.list_lease_expired(keys, cutoff)
+        orphaned = await self.broker.list_orphaned(keys)
+        for task_id, raw in expired + orphaned:
+            try:
+                await self._recover(keys, task_id, raw, cutoff)
+            except ConnectionFailedError:
+                raise
+            except Exception:
+                # One task that cannot be written (a bug, an odd reply) must not hold back
+                # the others: it is tried again next pass.
+                self.logger.exception("could not recover task %s of %s", task_id, keys.name)
 
     async def _recover(self, keys: QueueKeys, task_id: str, raw: bytes, cutoff: int) -> None:
         try:

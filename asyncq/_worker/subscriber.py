@@ -40,7 +40,8 @@ class CancelSubscriber(Listener):
                 message = await pubsub.get_message(timeout=None)
                 if message is None or message["type"] != "message":
                     continue
-                task_id = message["data"].decode()
+                # Not text: no job has that id (a stray message must not end the listening).
+                task_id = message["data"].decode(errors="replace")
                 job = self.jobs.get(task_id)
                 if job is not None:
                     self.logger.info("cancelling task %s on request", task_id)

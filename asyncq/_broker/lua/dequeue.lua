@@ -2,7 +2,9 @@
 -- Semantics of asynq's dequeueCmd, repeated for a batch in one call; the stored
 -- state afterwards is the same as after as many single dequeues, but the list and
 -- lease commands run once per batch rather than once per task. An id whose task
--- hash is missing is dropped (it never reaches active) instead of being returned.
+-- hash is missing is dropped (it never reaches active) instead of being returned, and
+-- so is one whose key holds something else than a hash (another writer's): an error
+-- there would end the script with the batch already off pending, and lose it.
 -- Each call records the ids it took under a token for a short while: a call re-sent
 -- after a lost reply (a timeout, a failover) gets the same tasks back instead of
 -- taking more and leaving the first ones leased to nobody.
@@ -28,8 +30,8 @@ end
 if redis.call("EXISTS", KEYS[5]) == 1 then
   -- A re-sent call: hand back what the first one took, where it is still leased.
   for _, id in ipairs(redis.call("LRANGE", KEYS[5], 0, -1)) do
-    local msg = redis.call("HGET", ARGV[2] .. id, "msg")
-    if msg and redis.call("ZSCORE", KEYS[4], id) then
+    local msg = redis.pcall("HGET", ARGV[2] .. id, "msg")
+    if type(msg) == "string" and redis.call("ZSCORE", KEYS[4], id) then
       out[#out + 1] = id
       out[#out + 1] = msg
     end
@@ -49,15 +51,15 @@ local popped = redis.call("LRANGE", KEYS[1], -wanted, -1)
 if #popped == 0 then
   return {}
 end
-redis.call("LTRIM", KEYS[1], 0, -(#popped + 1))
 local taken = {}
 local leases = {}
 for i = #popped, 1, -1 do
   local id = popped[i]
   local key = ARGV[2] .. id
-  local msg = redis.call("HGET", key, "msg")
+  -- An error reply (a key of another type) is a table, a missing hash or field false.
+  local msg = redis.pcall("HGET", key, "msg")
   -- An id whose task hash is gone is dropped, as asynq's dequeue drops it from active.
-  if msg then
+  if type(msg) == "string" then
     redis.call("HSET", key, "state", "active")
     redis.call("HDEL", key, "pending_since")
     taken[#taken + 1] = id
@@ -79,4 +81,7 @@ end
 if #taken > 0 then
   redis.call("EXPIRE", KEYS[5], ARGV[4])
 end
+-- Off pending last: a write above that fails (a key of the wrong type) ends the script
+-- with the batch still pending, not lost between the two lists.
+redis.call("LTRIM", KEYS[1], 0, -(#popped + 1))
 return out

@@ -16,15 +16,18 @@ for _, name in ipairs(stale) do
     -- "<group>:<set-id>": the set id is the part after the last colon.
     local rest = string.sub(name, #ARGV[2] + 1)
     local group = string.match(rest, "^(.*):[^:]*$")
-    local set = ARGV[2] .. rest
-    local members = ARGV[2] .. group
-    local entries = redis.call("ZRANGE", set, 0, -1, "WITHSCORES")
-    for i = 1, #entries, 2 do
-      redis.call("ZADD", members, entries[i + 1], entries[i])
-    end
-    redis.call("DEL", set)
-    if #entries > 0 then
-      redis.call("SADD", KEYS[2], group)
+    -- A name with no set id is no set asynq or asyncq made: it is only unlisted.
+    if group then
+      local set = ARGV[2] .. rest
+      local members = ARGV[2] .. group
+      local entries = redis.call("ZRANGE", set, 0, -1, "WITHSCORES")
+      for i = 1, #entries, 2 do
+        redis.call("ZADD", members, entries[i + 1], entries[i])
+      end
+      redis.call("DEL", set)
+      if #entries > 0 then
+        redis.call("SADD", KEYS[2], group)
+      end
     end
   end
   redis.call("ZREM", KEYS[1], name)
