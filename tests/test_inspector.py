@@ -269,6 +269,27 @@ async def test_cancel_reaches_the_worker_running_the_task(
     assert task.last_error.startswith("TaskCanceledError") and task.retried == 1
 
 
+async def test_a_task_left_saying_active_in_no_list_can_be_run_archived_or_deleted(
+    connector: Connector, queue_name: str
+) -> None:
+    """asynq's scripts can leave a task's hash saying active while it is in no list (a
+    lease lost in the middle of a write, asynq #1051). Refused as running, it could not
+    be run, archived or deleted, and nothing else would ever take it back."""
+    for task_id in ("to-run", "to-archive", "to-delete", "running"):
+        await go_task(connector, queue_name, task_id, "active")
+    await connector.client.lpush(key(queue_name, "active"), "running")
+    async with Inspector(connector) as inspector:
+        await inspector.run_task(queue_name, "to-run")
+        await inspector.archive_task(queue_name, "to-archive")
+        await inspector.delete_task(queue_name, "to-delete")
+        with pytest.raises(TaskStateError, match="running"):
+            await inspector.delete_task(queue_name, "running")
+    assert await connector.client.lrange(key(queue_name, "pending"), 0, -1) == [b"to-run"]
+    assert await task_state(connector, queue_name, "to-archive") == "archived"
+    assert not await connector.client.exists(key(queue_name, "t:to-delete"))
+    assert await task_state(connector, queue_name, "running") == "active"
+
+
 async def test_a_cancel_right_after_a_stray_message_on_the_channel_still_arrives(
     connector: Connector, queue_name: str
 ) -> None:

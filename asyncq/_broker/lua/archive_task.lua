@@ -14,13 +14,19 @@
 -- ARGV[5] = how many archived tasks to keep at most
 -- ARGV[6] = task key prefix asynq:{q}:t:
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[6] .. id -> asynq:{q}:t:<id>
--- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 already archived, -3 completed, -4 it is being aggregated
+-- RETURNS = 1 done, 0 no such task, -1 the task is running (in active), -2 already archived, -3 completed, -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group")
 local state, group = fields[1], fields[2]
 if not state then
   return 0
 elseif state == "active" then
-  return -1
+  -- Running only while it is in active: asynq's scripts can leave a hash that says
+  -- active in no list at all (a lease lost mid-write, asynq #1051), which nothing else
+  -- would ever take back.
+  if redis.call("LPOS", ARGV[2] .. "active", ARGV[1]) then
+    return -1
+  end
+  redis.call("ZREM", ARGV[2] .. "lease", ARGV[1])
 elseif state == "archived" then
   return -2
 elseif state == "completed" then
@@ -38,7 +44,7 @@ elseif state == "aggregating" then
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[4], group)
   end
-else
+elseif state ~= "active" then
   redis.call("ZREM", ARGV[2] .. state, ARGV[1])
 end
 redis.call("ZADD", KEYS[2], ARGV[3], ARGV[1])

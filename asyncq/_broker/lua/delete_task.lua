@@ -9,13 +9,19 @@
 -- ARGV[2] = queue key prefix asynq:{q}:
 -- ARGV[3] = unique lock prefix asynq:{q}:unique:
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[3] .. suffix -> asynq:{q}:unique:<type>:<md5>
--- RETURNS = 1 deleted, 0 no such task, -1 the task is running, -4 it is being aggregated
+-- RETURNS = 1 deleted, 0 no such task, -1 the task is running (in active), -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group", "unique_key")
 local state, group, lock = fields[1], fields[2], fields[3]
 if not state then
   return 0
 elseif state == "active" then
-  return -1
+  -- Running only while it is in active: asynq's scripts can leave a hash that says
+  -- active in no list at all (a lease lost mid-write, asynq #1051), which nothing else
+  -- would ever take back.
+  if redis.call("LPOS", ARGV[2] .. "active", ARGV[1]) then
+    return -1
+  end
+  redis.call("ZREM", ARGV[2] .. "lease", ARGV[1])
 end
 if state == "pending" then
   redis.call("LREM", KEYS[2], 0, ARGV[1])
@@ -29,7 +35,7 @@ elseif state == "aggregating" then
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[3], group)
   end
-else
+elseif state ~= "active" then
   redis.call("ZREM", ARGV[2] .. state, ARGV[1])
 end
 if lock and string.sub(lock, 1, #ARGV[3]) == ARGV[3] then

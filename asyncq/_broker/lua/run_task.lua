@@ -11,13 +11,19 @@
 -- ARGV[3] = now in Unix nanoseconds (pending_since)
 -- ARGV[4] = wake-up channel asynq:{q}:wakeup
 -- DERIVED = ARGV[2] .. state -> asynq:{q}:<state>; ARGV[2] .. "g:" .. group -> asynq:{q}:g:<group>; ARGV[4] -> asynq:{q}:wakeup
--- RETURNS = 1 done, 0 no such task, -1 the task is running, -2 it is already pending, -4 it is being aggregated
+-- RETURNS = 1 done, 0 no such task, -1 the task is running (in active), -2 it is already pending, -4 it is being aggregated
 local fields = redis.call("HMGET", KEYS[1], "state", "group")
 local state, group = fields[1], fields[2]
 if not state then
   return 0
 elseif state == "active" then
-  return -1
+  -- Running only while it is in active: asynq's scripts can leave a hash that says
+  -- active in no list at all (a lease lost mid-write, asynq #1051), which nothing else
+  -- would ever take back.
+  if redis.call("LPOS", ARGV[2] .. "active", ARGV[1]) then
+    return -1
+  end
+  redis.call("ZREM", ARGV[2] .. "lease", ARGV[1])
 elseif state == "pending" then
   return -2
 end
@@ -31,7 +37,7 @@ if state == "aggregating" then
   if redis.call("ZCARD", members) == 0 then
     redis.call("SREM", KEYS[3], group)
   end
-else
+elseif state ~= "active" then
   redis.call("ZREM", ARGV[2] .. state, ARGV[1])
 end
 redis.call("HSET", KEYS[1], "state", "pending", "pending_since", ARGV[3])
