@@ -62,8 +62,28 @@ __all__ = [
 STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
 
 
+# The earliest and latest times a datetime holds (years 1 and 9999), in UTC.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+    """``seconds`` since the epoch in UTC. Another writer can store any int64 (Go's tools
+    print them all): a time before year 1 reads as ``datetime.min``, one after year 9999 (or
+    NaN) as ``datetime.max`` (both in UTC), rather than failing the whole answer."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _EARLIEST if seconds < 0 else _LATEST
+
+
+def _span(seconds: float) -> timedelta:
+    """``seconds`` as a duration; one longer than a timedelta holds (about 2.7 million
+    years) reads as ``timedelta.max`` (``timedelta.min`` when negative)."""
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        return timedelta.min if seconds < 0 else timedelta.max
 
 
 def _stamp(ts: Timestamp) -> datetime:
@@ -207,11 +227,11 @@ def task_info(msg: TaskMessage, state: str, result: bytes, score: str, now: floa
         headers=dict(msg.headers),
         last_error=msg.error_msg,
         last_failed_at=_utc(msg.last_failed_at) if msg.last_failed_at else None,
-        timeout=timedelta(seconds=msg.timeout) if msg.timeout else None,
+        timeout=_span(msg.timeout) if msg.timeout else None,
         deadline=_utc(msg.deadline) if msg.deadline else None,
         group=msg.group_key,
         next_process_at=next_at,
-        retention=timedelta(seconds=msg.retention),
+        retention=_span(msg.retention),
         completed_at=_utc(msg.completed_at) if msg.completed_at else None,
         result=result or None,
         is_orphaned=state == "active" and (scored is None or scored < now),
@@ -229,6 +249,18 @@ def _parsed(kind: type[_Record], raw: bytes, key: str) -> _Record | None:
     except DecodeError as error:
         _log.warning("left out a corrupt %s in %s: %s", kind.__name__, key, error)
         return None
+
+
+def _names(members: list[bytes], key: str, what: str) -> list[str]:
+    """The members of a global set (queues, servers, schedulers) as text; one that is not
+    UTF-8 (no asynq or asyncq writes one) is left out with a warning, not failing all."""
+    names = []
+    for member in members:
+        try:
+            names.append(member.decode())
+        except UnicodeDecodeError:
+            _log.warning("skipped %s %r in %s: its name is not UTF-8", what, member, key)
+    return names
 
 
 class Inspector:
@@ -254,9 +286,11 @@ class Inspector:
     # -- queues ------------------------------------------------------------------------------
 
     async def queues(self) -> list[str]:
-        """Every known queue name, sorted."""
-        names = await self.connector.execute("SMEMBERS", ALL_QUEUES)
-        return sorted(n.decode() for n in names)
+        """Every known queue name, sorted. A name that is not UTF-8 (another writer's) is
+        left out and logged: no queue of asynq or asyncq can have it."""
+        return sorted(
+            _names(await self.connector.execute("SMEMBERS", ALL_QUEUES), ALL_QUEUES, "queue")
+        )
 
     async def _queue(self, queue: str) -> Any:
         validate_queue_name(queue)
@@ -273,7 +307,7 @@ class Inspector:
         processed_today, failed_today, processed_total, failed_total, paused = stats[6:11]
         oldest_ns, groups, aggregating = stats[11:14]
         size = pending + active + scheduled + retry + archived + completed + aggregating
-        latency = timedelta(seconds=max(now - oldest_ns / 1e9, 0)) if oldest_ns else timedelta(0)
+        latency = _span(max(now - oldest_ns / 1e9, 0)) if oldest_ns else timedelta(0)
         return QueueInfo(
             queue=queue, size=size, pending=pending, active=active, scheduled=scheduled,
             retry=retry, archived=archived, completed=completed, aggregating=aggregating,
@@ -358,20 +392,28 @@ class Inspector:
     @staticmethod
     def _listed(queue: str, listed_as: str, item: RawTask) -> TaskInfo | None:
         """One row of a listing, or None for a row that holds no task: as asynq's own
-        listings do, one bad row is left out (and logged) rather than failing the page."""
-        task_id, msg, state, result, score = item
+        listings do, one bad row is left out (and logged) rather than failing the page,
+        whatever makes it unreadable."""
+        raw_id, msg, raw_state, result, raw_score = item
         if not msg:
             # An id listed without a task hash (asynq leaves some behind when Redis evicts
             # keys), or a hash with no message: not a task.
             return None
+        task_id = raw_id.decode(errors="backslashreplace")  # named in logs only
+        state = raw_state.decode(errors="replace")
         if state not in _STATE_NAMES:
             state = listed_as  # a hash cut short: it is where it is listed
         try:
             decoded = decode_message(msg, where=f"{queue}/{task_id}")
+            return task_info(decoded, state, result, raw_score.decode(), time.time())
         except TaskDecodeError as error:
             _log.warning("left out of the listing of %s: %s", queue, error)
-            return None
-        return task_info(decoded, state, result, score, time.time())
+        except Exception as error:  # any other row that cannot be read: leave it out too
+            _log.warning(
+                "left out of the listing of %s: task %s/%s cannot be read (%s: %s)",
+                queue, queue, task_id, type(error).__name__, error,
+            )  # fmt: skip
+        return None
 
     async def run_task(self, queue: str, task_id: str) -> None:
         """Make a waiting task (scheduled, retry, archived, completed, aggregating) pending."""
@@ -442,7 +484,7 @@ class Inspector:
     async def servers(self) -> list[ServerRecord]:
         """Running servers (asyncq and asynq) with the tasks they are running."""
         records = []
-        for key in await self._live_members(ALL_SERVERS):
+        for key in await self._live_members(ALL_SERVERS, "server"):
             raw = await self.connector.execute("GET", key)
             if raw is None:
                 continue
@@ -467,17 +509,17 @@ class Inspector:
             )  # fmt: skip
         return sorted(records, key=lambda r: (r.host, r.pid, r.id))
 
-    async def _live_members(self, index: str) -> list[str]:
+    async def _live_members(self, index: str, what: str) -> list[str]:
         """Members of a heartbeat index whose expiry is in the future; prunes the rest."""
         now = int(time.time())
         await self.connector.execute("ZREMRANGEBYSCORE", index, "-inf", now - 1)
         members = await self.connector.execute("ZRANGEBYSCORE", index, now, "+inf")
-        return [m.decode() for m in members]
+        return _names(members, index, what)
 
     async def scheduler_entries(self) -> list[SchedulerEntryInfo]:
         """Periodic tasks registered by running schedulers (asyncq and asynq)."""
         entries = []
-        for key in await self._live_members(ALL_SCHEDULERS):
+        for key in await self._live_members(ALL_SCHEDULERS, "scheduler"):
             for raw in await self.connector.execute("LRANGE", key, 0, -1):
                 e = _parsed(SchedulerEntry, raw, key)
                 if e is None:

@@ -27,7 +27,7 @@ from click.testing import CliRunner, Result
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from asyncq import Client, Connector, Task
-from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry
+from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry, TaskMessage
 from asyncq.cli.main import cli
 from asyncq.testing import eventually
 from asyncq.testing.plugin import ClusterTarget, StandaloneTarget
@@ -330,6 +330,34 @@ def test_stats_and_queue_ls_skip_a_queue_name_asyncq_refuses(
         assert "stats-good" in result.stdout
     finally:
         admin.srem("asynq:queues", "legacy{x}")
+
+
+async def test_task_ls_and_inspect_show_times_past_what_a_datetime_holds(
+    url: list[str], queue_name: str, standalone_connector: Connector
+) -> None:
+    """Another writer's deadline of int64's largest or smallest second, or a schedule in
+    milliseconds, ended `task ls` and `task inspect` in a traceback. They show the
+    latest or earliest time a datetime holds, the year in four digits as Go prints it."""
+    redis_client = standalone_connector.client
+    in_milliseconds = time.time() * 1000
+    for task_id, deadline in (("late", 2**63 - 1), ("early", -(2**63))):
+        msg = TaskMessage(id=task_id, type="t", queue=queue_name, deadline=deadline)
+        await redis_client.hset(
+            key(queue_name, f"t:{task_id}"),
+            mapping={"msg": msg.SerializeToString(), "state": "scheduled"},
+        )
+        await redis_client.zadd(key(queue_name, "scheduled"), {task_id: in_milliseconds})
+    await redis_client.sadd("asynq:queues", queue_name)
+    q = ["--queue", queue_name]
+    listed = rows(ok(await ainvoke("task", "ls", *q, "-s", "scheduled", *url)), "ID")
+    assert [row[0] for row in listed[1:]] == ["early", "late"]
+    late = ok(await ainvoke("task", "inspect", *q, "-i", "late", *url))
+    assert re.search(r"^Deadline:\s+9999-12-31 23:59:59 UTC$", late, re.M)
+    assert re.search(r"^Next Process At:\s+9999-12-31 23:59:59 UTC$", late, re.M)
+    early = ok(await ainvoke("task", "inspect", *q, "-i", "early", *url))
+    assert re.search(r"^Deadline:\s+0001-01-01 00:00:00 UTC$", early, re.M)
+    shown = json.loads(ok(await ainvoke("task", "inspect", *q, "-i", "early", "--json", *url)))
+    assert shown["deadline"] == "0001-01-01T00:00:00Z"
 
 
 @pytest.mark.parametrize("command", ["inspect", "history"])

@@ -14,12 +14,28 @@ from asyncq._broker.rdb import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, Broker, utc_da
 
 __all__ = ["InspectBroker", "RawTask"]
 
-RawTask = tuple[str, bytes, str, bytes, str]
-"""(id, msg, state, result, score) as the listing scripts return them."""
+RawTask = tuple[bytes, bytes, bytes, bytes, bytes]
+"""(id, msg, state, result, score) as the listing script returns them, undecoded: the
+Inspector reads each row on its own, so one it cannot read does not fail the page."""
 
 LIST_STATES = ("pending", "active")
 SET_STATES = ("scheduled", "retry", "archived", "completed")
 HISTORY_DAYS = 90
+
+
+def _count(value: bytes | None) -> int:
+    """A counter as stored, read leniently (another writer may have left any text): a
+    number with a fraction counts its whole part, anything else that is not a number 0."""
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return int(float(value))
+    except (ValueError, OverflowError):  # not a number, or inf/nan
+        return 0
 
 
 def _text(value: Any) -> str:
@@ -84,8 +100,7 @@ class InspectBroker:
             args += [keys.processed_on(day), keys.failed_on(day)]
         values = await self.connector.execute("MGET", *args)
         return [
-            (day, int(values[2 * i] or 0), int(values[2 * i + 1] or 0))
-            for i, day in enumerate(names)
+            (day, _count(values[2 * i]), _count(values[2 * i + 1])) for i, day in enumerate(names)
         ]
 
     async def list_tasks(
@@ -103,7 +118,7 @@ class InspectBroker:
             [kind, start, stop, keys.task_prefix],
         )
         return [
-            (_text(reply[i]), reply[i + 1], _text(reply[i + 2]), reply[i + 3], _text(reply[i + 4]))
+            (reply[i], reply[i + 1], reply[i + 2], reply[i + 3], reply[i + 4])
             for i in range(0, len(reply), 5)
         ]
 

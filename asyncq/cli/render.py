@@ -225,8 +225,12 @@ def _now() -> datetime:
 
 
 def timestamp(value: datetime | None) -> str:
-    """``2025-01-31 12:00:00 UTC``, or empty."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+    """``2025-01-31 12:00:00 UTC``, or empty (the year has four digits, as in Go: the
+    earliest time an Inspector reads is ``0001-01-01 00:00:00 UTC``)."""
+    if not value:
+        return ""
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value:%m-%d %H:%M:%S} UTC"
 
 
 def ago(value: datetime | None) -> str:

@@ -29,14 +29,16 @@ local out = {
   redis.call("ZCARD", KEYS[5]),
   redis.call("ZCARD", KEYS[6]),
 }
+-- A counter or pending_since another writer left as text that is not a number reads
+-- as 0 (tonumber gives nil, which would cut the reply short).
 for i = 7, 10 do
-  out[#out + 1] = tonumber(redis.call("GET", KEYS[i]) or "0")
+  out[#out + 1] = tonumber(redis.call("GET", KEYS[i])) or 0
 end
 out[#out + 1] = redis.call("EXISTS", KEYS[11])
 local oldest = 0
 local id = redis.call("LINDEX", KEYS[1], -1)
 if id then
-  oldest = tonumber(redis.call("HGET", ARGV[1] .. id, "pending_since") or "0")
+  oldest = tonumber(redis.call("HGET", ARGV[1] .. id, "pending_since")) or 0
 end
 out[#out + 1] = oldest
 local groups = redis.call("SMEMBERS", KEYS[12])
