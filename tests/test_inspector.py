@@ -236,9 +236,8 @@ async def test_delete_queue_leaves_no_key_behind(connector: Connector, queue_nam
     assert left == []
 
 
-async def test_cancel_reaches_the_worker_running_the_task(
-    connector: Connector, queue_name: str
-) -> None:
+def hanging_mux() -> tuple[ServeMux, asyncio.Event]:
+    """A mux whose "long" handler sets the event it returns, then runs until cancelled."""
     started = asyncio.Event()
     mux = ServeMux()
 
@@ -247,6 +246,13 @@ async def test_cancel_reaches_the_worker_running_the_task(
         started.set()
         await asyncio.Event().wait()
 
+    return mux, started
+
+
+async def test_cancel_reaches_the_worker_running_the_task(
+    connector: Connector, queue_name: str
+) -> None:
+    mux, started = hanging_mux()
     async with Client(connector) as client:
         info = await client.enqueue(Task("long"), queue=queue_name)
     # Listed with the priorities as configured, as asynq's heartbeat lists them (6 and 3,
@@ -295,14 +301,7 @@ async def test_a_cancel_right_after_a_stray_message_on_the_channel_still_arrives
 ) -> None:
     """A message on asynq:cancel that is not text (another program's) ended the worker's
     listening: a cancel sent in the half second before it listened again was lost."""
-    started = asyncio.Event()
-    mux = ServeMux()
-
-    @mux.handler("long")
-    async def long(task: Task) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
+    mux, started = hanging_mux()
     async with Client(connector) as client:
         info = await client.enqueue(Task("long"), queue=queue_name)
     async with (
