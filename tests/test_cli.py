@@ -248,6 +248,21 @@ async def test_queue_inspect_history_stats_and_rm(
     assert queue_name not in ok(await ainvoke("queue", "ls", *url)).split()
 
 
+async def test_stats_with_a_queue_redis_refuses_to_read_is_one_error_line(
+    url: list[str], queue_name: str, standalone_connector: Connector
+) -> None:
+    """The queues are looked at side by side in a task group, whose error came out as a
+    traceback (an ExceptionGroup) instead of the one line every other command gives."""
+    await standalone_connector.client.sadd("asynq:queues", queue_name)
+    await standalone_connector.client.set(key(queue_name, "pending"), "not a list")
+    try:
+        line = one_error_line(await ainvoke("stats", *url))
+    finally:
+        await standalone_connector.client.srem("asynq:queues", queue_name)
+        await standalone_connector.client.delete(key(queue_name, "pending"))
+    assert line.startswith("Error: Redis answered: ResponseError: WRONGTYPE")
+
+
 def test_stats_on_the_cluster_shows_cluster_info(redis_cluster: ClusterTarget) -> None:
     stats = ok(invoke("stats", "--cluster-nodes", ",".join(redis_cluster.seeds)))
     assert rows(stats, "State") == [["State", "Known Nodes", "Cluster Size"], ["ok", "6", "3"]]

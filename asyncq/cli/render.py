@@ -58,18 +58,36 @@ CLI_RETRY_DEADLINE = 3.0
 
 
 def run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``coro()`` with ``asyncio.run``; asyncq and Redis errors become one-line errors."""
+    """Run ``coro()`` with ``asyncio.run``; asyncq and Redis errors become one-line errors,
+    also when they come out of a task group (a command that looks at queues side by side)."""
     try:
         return asyncio.run(coro())
-    except AsyncqError as error:
-        raise click.ClickException(str(error)) from None
-    except (MovedError, AskError) as error:
-        raise click.ClickException(
+    except Exception as error:
+        message = _one_line(_first_of(error))
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
+
+
+def _first_of(error: Exception) -> Exception:
+    """The first error inside a task group's (nested) group, or the error itself."""
+    while isinstance(error, ExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _one_line(error: Exception) -> str | None:
+    """What the CLI says about an asyncq or Redis error; None for any other error."""
+    if isinstance(error, AsyncqError):
+        return str(error)
+    if isinstance(error, MovedError | AskError):
+        return (
             f"this Redis is a cluster node (it answered {type(error).__name__}: {error}); "
             "connect with --cluster-nodes instead of --redis-url"
-        ) from None
-    except RedisError as error:
-        raise click.ClickException(f"Redis answered: {type(error).__name__}: {error}") from None
+        )
+    if isinstance(error, RedisError):
+        return f"Redis answered: {type(error).__name__}: {error}"
+    return None
 
 
 def inspector_command(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
