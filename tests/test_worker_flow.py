@@ -336,6 +336,37 @@ async def test_a_task_key_of_another_type_in_pending_loses_none_of_its_batch(
     assert await connector.client.get(key(queue_name, "t:bad")) == b"not a hash"
 
 
+async def test_a_task_id_that_is_not_utf8_holds_back_no_other_task(
+    connector: Connector, queue_name: str
+) -> None:
+    """Another program's task id that is not UTF-8 failed reading the whole dequeue: every
+    task of the batch stayed leased to nobody, and the recoverer then failed on the queue
+    at every pass, so they were never taken back. Now that one id alone is left where it
+    is (and logged), and the others run and are recovered."""
+    ran: list[str] = []
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        ran.append(task.id)
+
+    bad = b"bad\xff\xfe"
+    msg = TaskMessage(type="t", id="bad", queue=queue_name, retry=3).SerializeToString()
+    await write_like_go(connector, queue_name, "good-0")
+    await connector.client.hset(key(queue_name, "t:").encode() + bad, mapping={"msg": msg})
+    await connector.client.lpush(key(queue_name, "pending"), bad)
+    await write_like_go(connector, queue_name, "good-1")
+    lost = TaskMessage(type="t", id="lost", queue=queue_name, retry=3)
+    await connector.client.hset(
+        key(queue_name, "t:lost"), mapping={"msg": lost.SerializeToString(), "state": "active"}
+    )
+    await connector.client.lpush(key(queue_name, "active"), "lost", bad)
+    await connector.client.zadd(key(queue_name, "lease"), {"lost": int(time.time()) - 100})
+    async with running_server(connector, mux, {queue_name: 1}, concurrency=20):
+        await eventually(lambda: sorted(ran) == ["good-0", "good-1"])
+        await eventually(lambda: state_is(connector, queue_name, "lost", "retry"))
+
+
 async def test_recoverer_archives_abandoned_tasks_it_cannot_read(
     connector: Connector, queue_name: str
 ) -> None:

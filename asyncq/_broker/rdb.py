@@ -7,6 +7,7 @@ a state a Go peer could have produced. Components use the broker, never raw Redi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -52,6 +53,8 @@ FORWARD_BATCH = 100
 # How long a dequeue remembers what it took, for a re-sent call: longer than the
 # connector keeps retrying one call.
 DEQUEUE_RECORD_TTL = 60
+
+_log = logging.getLogger("asyncq.broker")
 
 Arg = str | bytes | int | float
 
@@ -313,7 +316,7 @@ class Broker:
             return []
         if reply:
             self._dequeue_records.setdefault(keys.name, []).append(record)
-        return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
+        return _id_message_pairs(reply)
 
     async def done(self, keys: QueueKeys, task_id: str, unique_key: str, now: float) -> bool:
         """asynq's Done: delete a finished task and count it; False if it held no lease."""
@@ -529,5 +532,20 @@ def _one_if_stored(reply: Any) -> int:
 
 
 def _id_message_pairs(reply: list[bytes]) -> list[tuple[str, bytes]]:
-    """A flat script reply ``id, message, id, message, ...`` as (id, message) pairs."""
-    return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
+    """A flat script reply ``id, message, id, message, ...`` as (id, message) pairs.
+
+    A task id that is not UTF-8 (no asynq or asyncq client writes one; another program
+    might) is left out and logged: no later call can name it, and failing the whole
+    reply would leave every other task of a dequeue leased to nobody, and the recoverer
+    unable to take back any task of its queue.
+    """
+    try:
+        return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
+    except UnicodeDecodeError:
+        pairs = []
+        for i in range(0, len(reply), 2):
+            try:
+                pairs.append((reply[i].decode(), reply[i + 1]))
+            except UnicodeDecodeError:
+                _log.error("task id %r is not UTF-8: left where it is, for good", reply[i])
+        return pairs
