@@ -16,7 +16,7 @@ from functools import partial
 
 import redis
 
-from asyncq import Client, Connector, RedisClusterConnector, ServeMux, Task
+from asyncq import Client, RedisClusterConnector, ServeMux, Task
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
 from tests.worker_helpers import running_server
@@ -172,26 +172,3 @@ def _refusals(node: redis.Redis) -> int:
     """How many commands the node refused with CLUSTERDOWN so far."""
     stats = node.info("errorstats")
     return int(stats.get("errorstat_CLUSTERDOWN", {}).get("count", 0))
-
-
-def _layout_readings(node: redis.Redis) -> int:
-    """How many times ``node`` was asked for the cluster's layout (CLUSTER SLOTS)."""
-    stats = node.info("commandstats").get("cmdstat_cluster|slots", {})
-    return int(stats.get("calls", 0))
-
-
-async def test_a_node_found_silent_is_asked_last_whenever_the_layout_is_read(
-    cluster_connector: Connector,
-) -> None:
-    """redis-py reads the layout again by itself (after a CLUSTERDOWN, say), asking its
-    nodes in random order: during a failover, the frozen master asked first held every
-    redis-py call for the socket timeout. A node a call found silent is asked last, so
-    no reading reaches it while another node answers."""
-    node = cluster_connector.client.get_nodes()[0]
-    with redis.Redis(node.host, node.port) as silent:
-        await cluster_connector.node_went_silent(f"{node.host}:{node.port}")
-        before = _layout_readings(silent)
-        for _ in range(30):  # each would ask it first one time in six, unordered
-            await cluster_connector.client.aclose()  # as redis-py does after CLUSTERDOWN
-            await cluster_connector.client.initialize()
-        assert _layout_readings(silent) == before

@@ -50,9 +50,6 @@ EncodableT = str | bytes | int | float
 # failover leaves the cluster down from the moment a master is marked failed until a
 # replica takes over: under a second or two with Redis's election delays.
 CLUSTER_DOWN_ON_LINK = 3.0
-# How long a node a call found silent is asked last when the layout is read again: a
-# failover's CLUSTERDOWN window comes within seconds of the master going silent.
-SILENCE_REMEMBERED = 60.0
 
 # The client is typed loosely: redis-py's command methods return unions that
 # would force a cast at every call site without adding safety.
@@ -557,31 +554,6 @@ class RedisConnector(Connector):
         return Redis.from_url(self._url, **options)
 
 
-class _ClusterClient(RedisCluster):
-    """redis-py's cluster client, whose own readings of the layout ask last the node a
-    call of asyncq last found silent.
-
-    redis-py reads the layout again by itself (after a CLUSTERDOWN, a lost connection)
-    from its nodes in random order. During a failover, the frozen master asked first held
-    that reading, and with it every redis-py call (the Inspector's, the recoverer's, the
-    scheduler's), for the socket timeout. A reading that names no node of its own to ask
-    last now names the one ``silent_node()`` gives.
-    """
-
-    def __init__(self, silent_node: Callable[[], str | None], **options: Any) -> None:
-        super().__init__(**options)
-        self._silent_node = silent_node
-
-    async def initialize(
-        self,
-        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
-        last_failed_node_name: str | None = None,
-    ) -> RedisCluster:
-        return await super().initialize(
-            additional_startup_nodes_info, last_failed_node_name or self._silent_node()
-        )
-
-
 class RedisClusterConnector(Connector):
     """A connector for a Redis Cluster, given a few seed nodes as ``"host:port"`` strings
     (or ``(host, port)`` pairs).
@@ -610,7 +582,6 @@ class RedisClusterConnector(Connector):
     ) -> None:
         super().__init__(retry_deadline=retry_deadline, max_in_flight=max_connections_per_node)
         self._refreshing: asyncio.Future[None] | None = None  # a slot map being read again
-        self._silent: tuple[str, float] | None = None  # the node last found silent, and when
         if isinstance(nodes, str):
             nodes = [n for n in nodes.split(",") if n.strip()]
         if not nodes:
@@ -648,17 +619,7 @@ class RedisClusterConnector(Connector):
     def _make_client(self) -> RedisClient:
         options = {k: v for k, v in self._options.items() if v is not None}
         startup = [ClusterNode(host, port) for host, port in self._seeds]
-        return _ClusterClient(self._recently_silent, startup_nodes=startup, **options)
-
-    def _recently_silent(self) -> str | None:
-        silent = self._silent
-        if silent is None or time.monotonic() - silent[1] > SILENCE_REMEMBERED:
-            return None
-        return silent[0]
-
-    async def node_went_silent(self, address: str) -> None:
-        self._silent = (address, time.monotonic())
-        await super().node_went_silent(address)
+        return RedisCluster(startup_nodes=startup, **options)
 
     async def _handshake(self, client: RedisClient) -> None:
         # Initialise eagerly: concurrent first calls on a lazy client race (redis-py #3935).
