@@ -3,8 +3,8 @@
 Each script declares its KEYS and any key it builds from ARGV in its header. This
 test checks that every declared key carries the same hash tag (`{q}` for queue
 scripts; a script of a single key needs none), that the body touches no key other
-than KEYS[n] or a declared derived key, and that the header lists every KEYS and ARGV
-index the body uses.
+than KEYS[n] or a declared derived key (itself, or through a local function's first
+parameter), and that the header lists every KEYS and ARGV index the body uses.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ TAGGED_KEY = re.compile(r"^asynq:[a-z_:]*(\{[^}]+\})\S*")
 CALL = re.compile(r"redis\.p?call\(\s*\"(\w+)\"\s*,\s*([^,)]+)")
 # Commands whose first argument is not a key.
 KEYLESS = {"PUBLISH", "TIME"}
+LOCAL_FUNCTION = re.compile(r"local\s+function\s+(\w+)\(\s*(\w+)")
 
 
 def test_there_are_scripts() -> None:
@@ -50,16 +51,25 @@ def test_body_uses_only_declared_keys(name: str) -> None:
     body = "\n".join(line for line in script.source.splitlines() if not line.startswith("--"))
     # "ARGV[2] .. id -> asynq:{q}:t:<id>" and "ARGV[3] -> asynq:{q}:wakeup": the ARGV part.
     derived_sources = {text.split("->")[0].split("..")[0].strip() for text in header.derived}
-    for command, first_arg in CALL.findall(body):
+    # A local function's first parameter, given keys by its callers ("count(KEYS[4], 1)").
+    helpers = dict(LOCAL_FUNCTION.findall(body))
+
+    def check(command: str, arg: str) -> None:
         if command.upper() in KEYLESS:
-            continue
-        arg = first_arg.strip()
+            return
         key_ref = re.fullmatch(r"KEYS\[(\d+)\]", arg)
         if key_ref:
             assert int(key_ref.group(1)) in header.keys, f"{name}.lua uses undeclared {arg}"
-            continue
+            return
         if re.fullmatch(r"KEYS\[[a-z]\w*\]", arg):
-            continue  # a loop over declared KEYS, which all share the tag
+            return  # a loop over declared KEYS, which all share the tag
+        callers = [f for f, parameter in helpers.items() if parameter == arg]
+        if callers:
+            uses = re.findall(rf"(?<!function ){callers[0]}\(\s*([^,)]+)", body)
+            assert uses, f"{name}.lua never calls {callers[0]}"
+            for use in uses:
+                check(f"{command} (in {callers[0]})", use.strip())
+            return
         # Any other key expression must be built from a declared derived-key prefix;
         # unpack(list, ...) passes keys that were appended to a list.
         arg = arg.removeprefix("unpack(")
@@ -67,6 +77,9 @@ def test_body_uses_only_declared_keys(name: str) -> None:
             f"{name}.lua calls {command} on {arg!r}, which is neither KEYS[n] nor a declared "
             "derived key"
         )
+
+    for command, first_arg in CALL.findall(body):
+        check(command, first_arg.strip())
     for index in map(int, re.findall(r"KEYS\[(\d+)\]", body)):
         assert index in header.keys, f"{name}.lua uses KEYS[{index}] without declaring it"
     for index in map(int, re.findall(r"ARGV\[(\d+)\]", body)):

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -379,3 +380,58 @@ async def test_a_handler_raising_a_base_exception_fails_its_task_not_the_server(
     msg = await task_message(connector, queue_name, failed.id)
     assert msg.error_msg == "_NotAnException: gone"
     assert msg.retried == 1
+
+
+# Each outcome writes its counters in a script of its own (success: done_many; revoked:
+# done; kept: mark_as_complete; retry and archive).
+_OUTCOMES: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
+    "done": (None, {}, "gone"),
+    "revoked": (RevokeTask, {}, "gone"),
+    "completed": (None, {"retention": 3600}, "completed"),
+    "retry": (ValueError, {"max_retry": 5}, "retry"),
+    "archived": (SkipRetry, {}, "archived"),
+}
+
+
+@pytest.mark.parametrize("outcome", list(_OUTCOMES))
+async def test_a_counter_another_writer_spoilt_starts_again_and_costs_no_outcome(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture, outcome: str
+) -> None:
+    """A counter holding no whole number (or at int64's largest value) failed the outcome's
+    script after the task's own writes: the worker logged the write as failed, tried it
+    again, found the task no longer its own and said so, at every task of the queue. Now
+    such a counter starts again from 0, as the stats already read it."""
+    error, options, final = _OUTCOMES[outcome]
+    mux = ServeMux()
+
+    @mux.handler("t")
+    async def work(task: Task) -> None:
+        if error is not None:
+            raise error("no")
+
+    day = utc_date(time.time())
+    spoilt = {
+        "processed": "not a number",
+        f"processed:{day}": "1.5",
+        "failed": str(2**63 - 1),  # asynq wraps a total there
+    }
+    for suffix, value in spoilt.items():
+        await connector.client.set(key(queue_name, suffix), value)
+    await connector.client.rpush(key(queue_name, f"failed:{day}"), "a list")
+    async with Client(connector) as client:
+        info = await client.enqueue(Task("t"), queue=queue_name, **options)
+    async with running_server(connector, mux, {queue_name: 1}):
+        if final == "gone":
+            await eventually(lambda: gone(connector, queue_name, info.id))
+        else:
+            await eventually(lambda: state_is(connector, queue_name, info.id, final))
+    complaints = ("could not", "no longer held", "ran out")
+    assert not [r for r in caplog.records if any(c in r.getMessage() for c in complaints)]
+    failed = 1 if outcome in ("retry", "archived") else 0
+    assert await counter(connector, key(queue_name, "processed")) == 1
+    assert await counter(connector, key(queue_name, f"processed:{day}")) == 1
+    assert await connector.client.ttl(key(queue_name, f"processed:{day}")) > 0
+    if failed:
+        assert await counter(connector, key(queue_name, "failed")) == 1
+        assert await counter(connector, key(queue_name, f"failed:{day}")) == 1
+        assert await connector.client.ttl(key(queue_name, f"failed:{day}")) > 0

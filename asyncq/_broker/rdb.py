@@ -45,7 +45,6 @@ ID_CONFLICT_UNCONFIRMED = 3
 # the client restarts; a short lifetime re-adds it at the cost of one SADD a minute.
 QUEUE_REGISTRATION_TTL = 60.0
 
-MAX_INT64 = 9223372036854775807
 STATS_TTL = 90 * 24 * 3600  # daily counters expire after 90 days, as asynq's do
 ARCHIVE_MAX_AGE = 90 * 24 * 3600
 ARCHIVE_MAX_SIZE = 10_000
@@ -329,7 +328,7 @@ class Broker:
         ]
         if unique_key:
             script_keys.append(unique_key)
-        args: list[Arg] = [task_id, int(now) + STATS_TTL, MAX_INT64]
+        args: list[Arg] = [task_id, int(now) + STATS_TTL]
         return bool(await self.connector.run_script(load_script("done"), script_keys, args))
 
     async def forget_dequeues(self) -> None:
@@ -347,7 +346,7 @@ class Broker:
         ``tasks`` holds (task id, unique key or ""); returns, per task, whether it
         was done (False: it held no lease, and nothing was changed for it).
         """
-        args: list[Arg] = [int(now) + STATS_TTL, MAX_INT64, keys.task_prefix, keys.unique_prefix]
+        args: list[Arg] = [int(now) + STATS_TTL, keys.task_prefix, keys.unique_prefix]
         prefix_length = len(keys.unique_prefix)
         for task_id, unique_key in tasks:
             own = unique_key.startswith(keys.unique_prefix)
@@ -375,7 +374,7 @@ class Broker:
         ]
         if unique_key:
             script_keys.append(unique_key)
-        args: list[Arg] = [task_id, int(now) + STATS_TTL, expiry, msg, MAX_INT64]
+        args: list[Arg] = [task_id, int(now) + STATS_TTL, expiry, msg]
         script = load_script("mark_as_complete")
         return bool(await self.connector.run_script(script, script_keys, args))
 
@@ -410,7 +409,6 @@ class Broker:
             retry_at,
             int(now) + STATS_TTL,
             1 if is_failure else 0,
-            MAX_INT64,
             "lease" if recover_cutoff is None else recover_cutoff,
         ]
         script_keys = self._failure_keys(keys, task_id, keys.retry, now)
@@ -433,7 +431,6 @@ class Broker:
             int(now) - ARCHIVE_MAX_AGE,
             ARCHIVE_MAX_SIZE,
             int(now) + STATS_TTL,
-            MAX_INT64,
             "lease" if recover_cutoff is None else recover_cutoff,
             keys.task_prefix,
         ]

@@ -18,14 +18,26 @@
 -- ARGV[4] = cutoff in Unix seconds: archived tasks older than this are deleted
 -- ARGV[5] = how many archived tasks to keep at most
 -- ARGV[6] = daily counter expiry in Unix seconds (now + 90 days)
--- ARGV[7] = the largest int64, where totals wrap to 1
--- ARGV[8] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
+-- ARGV[7] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
 --           seconds (the recoverer): the task must be in active with no lease, or a lease
 --           that ended by the cutoff, so a task re-dequeued meanwhile is left alone
--- ARGV[9] = task key prefix asynq:{q}:t:
--- DERIVED = ARGV[9] .. id -> asynq:{q}:t:<id>
+-- ARGV[8] = task key prefix asynq:{q}:t:
+-- DERIVED = ARGV[8] .. id -> asynq:{q}:t:<id>
 -- RETURNS = 1 archived, 0 the task is not ours any more (nothing changed)
-if ARGV[8] == "lease" then
+
+-- Adds n to a counter and returns the new count. A counter holding something else than a
+-- whole number (another writer's), or about to pass int64's largest value (where asynq
+-- wraps its totals), starts again at n: a failed INCRBY would end this script with the
+-- task's own writes done but its reply an error.
+local function count(key, n)
+  local counted = redis.pcall("INCRBY", key, n)
+  if type(counted) == "table" then
+    redis.call("SET", key, n)
+    return n
+  end
+  return counted
+end
+if ARGV[7] == "lease" then
   if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
     return 0
   end
@@ -34,7 +46,7 @@ else
     return 0
   end
   local lease = redis.call("ZSCORE", KEYS[3], ARGV[1])
-  if lease and tonumber(lease) > tonumber(ARGV[8]) then
+  if lease and tonumber(lease) > tonumber(ARGV[7]) then
     return 0
   end
 end
@@ -44,27 +56,22 @@ redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
 redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
 local old = redis.call("ZRANGEBYSCORE", KEYS[4], "-inf", ARGV[4])
 for _, id in ipairs(old) do
-  redis.call("DEL", ARGV[9] .. id)
+  redis.call("DEL", ARGV[8] .. id)
   redis.call("ZREM", KEYS[4], id)
 end
 local excess = redis.call("ZCARD", KEYS[4]) - tonumber(ARGV[5])
 if excess > 0 then
   local oldest = redis.call("ZRANGE", KEYS[4], 0, excess - 1)
   for _, id in ipairs(oldest) do
-    redis.call("DEL", ARGV[9] .. id)
+    redis.call("DEL", ARGV[8] .. id)
   end
   redis.call("ZREMRANGEBYRANK", KEYS[4], 0, excess - 1)
 end
 for i = 5, 6 do
-  if redis.call("INCR", KEYS[i]) == 1 then
+  if count(KEYS[i], 1) == 1 then
     redis.call("EXPIREAT", KEYS[i], ARGV[6])
   end
 end
-for i = 7, 8 do
-  if redis.call("GET", KEYS[i]) == ARGV[7] then
-    redis.call("SET", KEYS[i], 1)
-  else
-    redis.call("INCR", KEYS[i])
-  end
-end
+count(KEYS[7], 1)
+count(KEYS[8], 1)
 return 1

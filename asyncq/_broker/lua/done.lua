@@ -11,23 +11,31 @@
 -- KEYS[6] = asynq:{q}:unique:<type>:<md5>    unique lock (optional)
 -- ARGV[1] = task id
 -- ARGV[2] = daily counter expiry in Unix seconds (now + 90 days)
--- ARGV[3] = the largest int64, where the total wraps to 1
 -- DERIVED = none
 -- RETURNS = 1 done, 0 the task holds no lease any more (nothing changed)
+
+-- Adds n to a counter and returns the new count. A counter holding something else than a
+-- whole number (another writer's), or about to pass int64's largest value (where asynq
+-- wraps its totals), starts again at n: a failed INCRBY would end this script with the
+-- task's own writes done but its reply an error.
+local function count(key, n)
+  local counted = redis.pcall("INCRBY", key, n)
+  if type(counted) == "table" then
+    redis.call("SET", key, n)
+    return n
+  end
+  return counted
+end
 if not redis.call("ZSCORE", KEYS[2], ARGV[1]) then
   return 0
 end
 redis.call("LREM", KEYS[1], 0, ARGV[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
 redis.call("DEL", KEYS[3])
-if redis.call("INCR", KEYS[4]) == 1 then
+if count(KEYS[4], 1) == 1 then
   redis.call("EXPIREAT", KEYS[4], ARGV[2])
 end
-if redis.call("GET", KEYS[5]) == ARGV[3] then
-  redis.call("SET", KEYS[5], 1)
-else
-  redis.call("INCR", KEYS[5])
-end
+count(KEYS[5], 1)
 if KEYS[6] and redis.call("GET", KEYS[6]) == ARGV[1] then
   redis.call("DEL", KEYS[6])
 end

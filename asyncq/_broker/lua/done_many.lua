@@ -9,17 +9,29 @@
 -- KEYS[5] = asynq:{q}:slot-guard             never exists: while the slot migrates, Redis
 --           refuses the call (TRYAGAIN) before any write, and the client retries
 -- ARGV[1] = daily counter expiry in Unix seconds (now + 90 days)
--- ARGV[2] = the largest int64, where the total wraps
--- ARGV[3] = task key prefix asynq:{q}:t:
--- ARGV[4] = unique lock prefix asynq:{q}:unique:
--- ARGV[5] = first task id, ARGV[6] its unique lock suffix ("" for none), and so on in pairs
--- DERIVED = ARGV[3] .. id -> asynq:{q}:t:<id>; ARGV[4] .. suffix -> asynq:{q}:unique:<type>:<md5>
+-- ARGV[2] = task key prefix asynq:{q}:t:
+-- ARGV[3] = unique lock prefix asynq:{q}:unique:
+-- ARGV[4] = first task id, ARGV[5] its unique lock suffix ("" for none), and so on in pairs
+-- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[3] .. suffix -> asynq:{q}:unique:<type>:<md5>
 -- RETURNS = one code per task, in order: 1 done, 0 it held no lease (nothing changed)
+
+-- Adds n to a counter and returns the new count. A counter holding something else than a
+-- whole number (another writer's), or about to pass int64's largest value (where asynq
+-- wraps its totals), starts again at n: a failed INCRBY would end this script with the
+-- task's own writes done but its reply an error.
+local function count(key, n)
+  local counted = redis.pcall("INCRBY", key, n)
+  if type(counted) == "table" then
+    redis.call("SET", key, n)
+    return n
+  end
+  return counted
+end
 local codes = {}
 local done = {}
 local task_keys = {}
 local ids = {}
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
 end
 -- One ZMSCORE checks every lease; the list is walked per task (LREM), and the lease
@@ -39,10 +51,10 @@ for n = 1, #ids do
     seen[id] = true
     redis.call("LREM", KEYS[1], 0, id)
     done[#done + 1] = id
-    task_keys[#task_keys + 1] = ARGV[3] .. id
-    local suffix = ARGV[4 + 2 * n]
+    task_keys[#task_keys + 1] = ARGV[2] .. id
+    local suffix = ARGV[3 + 2 * n]
     if suffix ~= "" then
-      local lock = ARGV[4] .. suffix
+      local lock = ARGV[3] .. suffix
       if redis.call("GET", lock) == id then
         redis.call("DEL", lock)
       end
@@ -52,21 +64,16 @@ for n = 1, #ids do
     codes[n] = 0
   end
 end
-local count = #done
-for first = 1, count, 1000 do
-  local last = math.min(first + 999, count)
+local done_count = #done
+for first = 1, done_count, 1000 do
+  local last = math.min(first + 999, done_count)
   redis.call("ZREM", KEYS[2], unpack(done, first, last))
   redis.call("DEL", unpack(task_keys, first, last))
 end
-if count > 0 then
-  if redis.call("INCRBY", KEYS[3], count) == count then
+if done_count > 0 then
+  if count(KEYS[3], done_count) == done_count then
     redis.call("EXPIREAT", KEYS[3], ARGV[1])
   end
-  local total = tonumber(redis.call("GET", KEYS[4]) or "0")
-  if total > tonumber(ARGV[2]) - count then
-    redis.call("SET", KEYS[4], count)
-  else
-    redis.call("INCRBY", KEYS[4], count)
-  end
+  count(KEYS[4], done_count)
 end
 return codes

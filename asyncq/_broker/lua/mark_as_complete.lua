@@ -13,9 +13,21 @@
 -- ARGV[2] = daily counter expiry in Unix seconds (now + 90 days)
 -- ARGV[3] = completed-at plus retention, Unix seconds (the score)
 -- ARGV[4] = task message with completed_at set
--- ARGV[5] = the largest int64, where the total wraps to 1
 -- DERIVED = none
 -- RETURNS = 1 completed, 0 the task holds no lease any more (nothing changed)
+
+-- Adds n to a counter and returns the new count. A counter holding something else than a
+-- whole number (another writer's), or about to pass int64's largest value (where asynq
+-- wraps its totals), starts again at n: a failed INCRBY would end this script with the
+-- task's own writes done but its reply an error.
+local function count(key, n)
+  local counted = redis.pcall("INCRBY", key, n)
+  if type(counted) == "table" then
+    redis.call("SET", key, n)
+    return n
+  end
+  return counted
+end
 if not redis.call("ZSCORE", KEYS[2], ARGV[1]) then
   return 0
 end
@@ -23,14 +35,10 @@ redis.call("LREM", KEYS[1], 0, ARGV[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
 redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
 redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
-if redis.call("INCR", KEYS[5]) == 1 then
+if count(KEYS[5], 1) == 1 then
   redis.call("EXPIREAT", KEYS[5], ARGV[2])
 end
-if redis.call("GET", KEYS[6]) == ARGV[5] then
-  redis.call("SET", KEYS[6], 1)
-else
-  redis.call("INCR", KEYS[6])
-end
+count(KEYS[6], 1)
 if KEYS[7] and redis.call("GET", KEYS[7]) == ARGV[1] then
   redis.call("DEL", KEYS[7])
 end

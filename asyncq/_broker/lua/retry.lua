@@ -16,13 +16,25 @@
 -- ARGV[3] = retry time in Unix seconds (the score)
 -- ARGV[4] = daily counter expiry in Unix seconds (now + 90 days)
 -- ARGV[5] = "1" if this counts as a failure, "0" if not
--- ARGV[6] = the largest int64, where totals wrap to 1
--- ARGV[7] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
+-- ARGV[6] = "lease" to require a lease entry (a worker's own write), or a cutoff in Unix
 --           seconds (the recoverer): the task must be in active with no lease, or a lease
 --           that ended by the cutoff, so a task re-dequeued meanwhile is left alone
 -- DERIVED = none
 -- RETURNS = 1 moved to retry, 0 the task is not ours any more (nothing changed)
-if ARGV[7] == "lease" then
+
+-- Adds n to a counter and returns the new count. A counter holding something else than a
+-- whole number (another writer's), or about to pass int64's largest value (where asynq
+-- wraps its totals), starts again at n: a failed INCRBY would end this script with the
+-- task's own writes done but its reply an error.
+local function count(key, n)
+  local counted = redis.pcall("INCRBY", key, n)
+  if type(counted) == "table" then
+    redis.call("SET", key, n)
+    return n
+  end
+  return counted
+end
+if ARGV[6] == "lease" then
   if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
     return 0
   end
@@ -31,7 +43,7 @@ else
     return 0
   end
   local lease = redis.call("ZSCORE", KEYS[3], ARGV[1])
-  if lease and tonumber(lease) > tonumber(ARGV[7]) then
+  if lease and tonumber(lease) > tonumber(ARGV[6]) then
     return 0
   end
 end
@@ -40,21 +52,12 @@ redis.call("ZREM", KEYS[3], ARGV[1])
 redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
 redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "retry")
 if ARGV[5] == "1" then
-  if redis.call("INCR", KEYS[5]) == 1 then
-    redis.call("EXPIREAT", KEYS[5], ARGV[4])
+  for i = 5, 6 do
+    if count(KEYS[i], 1) == 1 then
+      redis.call("EXPIREAT", KEYS[i], ARGV[4])
+    end
   end
-  if redis.call("INCR", KEYS[6]) == 1 then
-    redis.call("EXPIREAT", KEYS[6], ARGV[4])
-  end
-  if redis.call("GET", KEYS[7]) == ARGV[6] then
-    redis.call("SET", KEYS[7], 1)
-  else
-    redis.call("INCR", KEYS[7])
-  end
-  if redis.call("GET", KEYS[8]) == ARGV[6] then
-    redis.call("SET", KEYS[8], 1)
-  else
-    redis.call("INCR", KEYS[8])
-  end
+  count(KEYS[7], 1)
+  count(KEYS[8], 1)
 end
 return 1
