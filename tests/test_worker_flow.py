@@ -312,11 +312,12 @@ async def test_a_listed_aggregation_set_name_without_a_set_id_is_only_unlisted(
 
 
 async def test_a_task_key_of_another_type_in_pending_loses_none_of_its_batch(
-    connector: Connector, queue_name: str
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An id in pending whose task key another writer filled with a string failed the
     dequeue after it had taken the whole batch off pending: every task of the batch was
-    lost, in neither pending nor active. Now that id alone is dropped."""
+    lost, in neither pending nor active. Now that id alone is dropped, and so is an id
+    with no task hash at all, each with a warning that says so (it was silent)."""
     mux = ServeMux()
     ran: list[str] = []
 
@@ -328,10 +329,12 @@ async def test_a_task_key_of_another_type_in_pending_loses_none_of_its_batch(
         await write_like_go(connector, queue_name, f"good-{n}")
         if n == 4:
             await connector.client.set(key(queue_name, "t:bad"), "not a hash")
-            await connector.client.lpush(key(queue_name, "pending"), "bad")
+            await connector.client.lpush(key(queue_name, "pending"), "bad", "hashless")
     async with running_server(connector, mux, {queue_name: 1}, concurrency=20):
         await eventually(lambda: len(ran) == 8)
     assert sorted(ran) == [f"good-{n}" for n in range(8)]
+    for dropped in ("bad", "hashless"):
+        assert f"task {dropped} was pending without a stored task" in caplog.text
     assert await connector.client.llen(key(queue_name, "pending")) == 0
     assert await connector.client.get(key(queue_name, "t:bad")) == b"not a hash"
 

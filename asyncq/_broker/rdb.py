@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from asyncq._aio import mark_seen
 from asyncq._broker.keys import ALL_QUEUES, QueueKeys
@@ -528,21 +528,37 @@ def _one_if_stored(reply: Any) -> int:
     return 1 if int(reply) == ENQUEUED else 0
 
 
-def _id_message_pairs(reply: list[bytes]) -> list[tuple[str, bytes]]:
+def _id_message_pairs(reply: Sequence[bytes | None]) -> list[tuple[str, bytes]]:
     """A flat script reply ``id, message, id, message, ...`` as (id, message) pairs.
 
-    A task id that is not UTF-8 (no asynq or asyncq client writes one; another program
-    might) is left out and logged: no later call can name it, and failing the whole
-    reply would leave every other task of a dequeue leased to nobody, and the recoverer
-    unable to take back any task of its queue.
+    An id without a message (nil) is one the dequeue dropped, as its task hash was gone
+    or was no hash (deleted by hand, or another program's): it is logged and left out,
+    so that a task that vanishes leaves a trace. A task id that is not UTF-8 (no asynq or
+    asyncq client writes one; another program might) is left out and logged: no later
+    call can name it, and failing the whole reply would leave every other task of a
+    dequeue leased to nobody, and the recoverer unable to take back any task of its queue.
     """
-    try:
-        return [(reply[i].decode(), reply[i + 1]) for i in range(0, len(reply), 2)]
-    except UnicodeDecodeError:
-        pairs = []
-        for i in range(0, len(reply), 2):
-            try:
-                pairs.append((reply[i].decode(), reply[i + 1]))
-            except UnicodeDecodeError:
-                _log.error("task id %r is not UTF-8: left where it is, for good", reply[i])
-        return pairs
+    if None not in reply:
+        whole = cast("Sequence[bytes]", reply)
+        try:
+            return [(whole[i].decode(), whole[i + 1]) for i in range(0, len(whole), 2)]
+        except UnicodeDecodeError:
+            pass
+    pairs = []
+    for i in range(0, len(reply), 2):
+        task_id, msg = reply[i], reply[i + 1]
+        assert task_id is not None
+        try:
+            name = task_id.decode()
+        except UnicodeDecodeError:
+            _log.error("task id %r is not UTF-8: left where it is, for good", task_id)
+            continue
+        if msg is None:
+            _log.warning(
+                "task %s was pending without a stored task (its hash is gone or is no "
+                "hash): dropped from the queue",
+                name,
+            )
+            continue
+        pairs.append((name, msg))
+    return pairs

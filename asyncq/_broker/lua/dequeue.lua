@@ -20,7 +20,8 @@
 -- ARGV[4] = how long the record of this call lives, in whole seconds
 -- ARGV[5] = the record of the previous (answered) call, to delete now, or ""
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[5] -> asynq:{q}:dequeue:<token>
--- RETURNS = flat array id1, msg1, id2, msg2, ... (empty when nothing is pending), or 0
+-- RETURNS = flat array id1, msg1, id2, msg2, ... (empty when nothing is pending; a msg is
+--           nil for an id dropped as it had no task hash), or 0
 --           when the queue is paused (a waiting worker then knows its wait ended for a
 --           task it may not take, rather than for one another worker took first)
 local out = {}
@@ -58,8 +59,12 @@ for i = #popped, 1, -1 do
   local key = ARGV[2] .. id
   -- An error reply (a key of another type) is a table, a missing hash or field false.
   local msg = redis.pcall("HGET", key, "msg")
-  -- An id whose task hash is gone is dropped, as asynq's dequeue drops it from active.
-  if type(msg) == "string" then
+  -- An id whose task hash is gone is dropped, as asynq's dequeue drops it from active;
+  -- it is named in the reply with no message (false), for the worker to log.
+  if type(msg) ~= "string" then
+    out[#out + 1] = id
+    out[#out + 1] = false
+  else
     redis.call("HSET", key, "state", "active")
     redis.call("HDEL", key, "pending_since")
     taken[#taken + 1] = id
