@@ -375,6 +375,44 @@ async def test_task_ls_and_inspect_show_times_past_what_a_datetime_holds(
     assert shown["deadline"] == "0001-01-01T00:00:00Z"
 
 
+@pytest.mark.parametrize("terminal", [False, True], ids=["plain", "rich"])
+async def test_what_redis_holds_is_printed_as_text_not_obeyed(
+    url: list[str],
+    queue_name: str,
+    standalone_connector: Connector,
+    monkeypatch: pytest.MonkeyPatch,
+    terminal: bool,
+) -> None:
+    """Task data and names are whoever wrote them: an escape sequence in a payload reached
+    the user's terminal as it was, and on a terminal rich read "[admin]" in an error as a
+    style (it vanished) and failed on "[/]" with a traceback."""
+    monkeypatch.setattr("asyncq.cli.render._rich", lambda: terminal)
+    monkeypatch.setenv("COLUMNS", "250")  # so that rich folds no cell
+    redis_client = standalone_connector.client
+    msg = TaskMessage(
+        id="odd", type="t", queue=queue_name, payload=b"\x1b]0;retitled\x07\x1b[2J",
+        error_msg="PermissionError: needs [admin] role [/]", last_failed_at=int(time.time()),
+    )  # fmt: skip
+    await redis_client.hset(
+        key(queue_name, "t:odd"), mapping={"msg": msg.SerializeToString(), "state": "archived"}
+    )
+    await redis_client.zadd(key(queue_name, "archived"), {"odd": time.time()})
+    odd_queue = f"{queue_name}\x1b[31m"
+    await redis_client.sadd("asynq:queues", queue_name, odd_queue)
+    try:
+        q = ["--queue", queue_name]
+        listed = ok(await ainvoke("task", "ls", *q, "-s", "archived", *url))
+        shown = ok(await ainvoke("task", "inspect", *q, "-i", "odd", *url))
+        names = ok(await ainvoke("queue", "ls", *url))
+    finally:
+        await redis_client.srem("asynq:queues", odd_queue)
+    for output in (listed, shown):
+        assert "\x1b" not in output and "\x07" not in output
+        assert "\\x1b]0;retitled\\x07\\x1b[2J" in output
+        assert "needs [admin] role [/]" in output
+    assert "\x1b" not in names and f"{queue_name}\\x1b[31m" in names
+
+
 @pytest.mark.parametrize("command", ["inspect", "history"])
 def test_an_unknown_queue_among_several_does_not_hide_the_others(
     command: str, url: list[str]

@@ -18,6 +18,7 @@ from asyncq.cli.render import (
     inspector_command,
     json_option,
     placeable,
+    printable,
     table,
 )
 from asyncq.errors import AsyncqError
@@ -53,7 +54,7 @@ async def list_queues(inspector: Inspector, cluster: bool, as_json: bool) -> Non
         if as_json:
             emit_json(names)
         elif names:
-            click.echo("\n".join(names))
+            click.echo("\n".join(map(printable, names)))
         return
     if not inspector.connector.is_cluster:
         raise click.ClickException(
@@ -166,7 +167,7 @@ async def _gathered(
         try:
             found[name] = await read(name)
         except AsyncqError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(printable(f"Error: {error}"), err=True)
             failed = True
     return found, failed
 

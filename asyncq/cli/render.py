@@ -5,7 +5,9 @@ Each command runs one coroutine with an ``Inspector`` (see ``inspector_command``
 
 On a terminal, tables are drawn with rich. Anywhere else (a pipe, a file, a test) the
 output is plain text without colours, in asynq's layout: a header line, a line of dashes
-under each header, then one line per row with columns padded by two spaces.
+under each header, then one line per row with columns padded by two spaces. Either way,
+what Redis holds is shown as text, never obeyed: control characters (a terminal's escape
+sequences among them) are printed as ``\\x1b`` escapes, and rich reads no markup in it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import enum
 import functools
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,6 +46,7 @@ __all__ = [
     "json_option",
     "jsonable",
     "placeable",
+    "printable",
     "run",
     "table",
     "timestamp",
@@ -66,7 +70,7 @@ def run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
         message = _one_line(_first_of(error))
         if message is None:
             raise
-        raise click.ClickException(message) from None
+        raise click.ClickException(printable(message)) from None
 
 
 def _first_of(error: Exception) -> Exception:
@@ -137,9 +141,20 @@ def _rich() -> bool:
     return sys.stdout.isatty()
 
 
+# C0 and C1 control characters, and DEL: a terminal may act on them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\x1b``): task data,
+    error messages and names come from whoever wrote to Redis, and an escape sequence in
+    them must not recolour, move or retitle the user's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _cell(value: object) -> str:
     # One row per line: a multi-line error message is folded into one line.
-    return " ".join(str(value).split("\n")) if value is not None else ""
+    return printable(" ".join(str(value).split("\n"))) if value is not None else ""
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str = "") -> None:
@@ -149,16 +164,22 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str =
         from rich import box
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        drawn = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left")
+        # Text, not str: rich would read "[admin]" in a cell as a style (and drop it), and
+        # fail on "[/]".
+        drawn = Table(
+            title=Text(printable(title)) if title else None, box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )  # fmt: skip
         for column in columns:
             drawn.add_column(column, min_width=len(column))
         for row in cells:
-            drawn.add_row(*row)
+            drawn.add_row(*map(Text, row))
         Console(highlight=False).print(drawn)
         return
     if title:
-        click.echo(title)
+        click.echo(printable(title))
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     for line in [list(columns), ["-" * len(c) for c in columns], *cells]:
         padded = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=False)]
@@ -167,6 +188,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str =
 
 def heading(text: str) -> None:
     """A section title (bold on a terminal)."""
+    text = printable(text)
     click.echo(click.style(text, bold=True) if _rich() else text)
 
 
