@@ -23,13 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 import hiredis
 from redis import exceptions as rx
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asyncq._aio import mark_seen
 from asyncq._broker.scripts import LuaScript, evalsha_loading
+from asyncq._cluster.layout import LayoutClient
 from asyncq._cluster.links import (
     ClusterDownHere,
     LinkUnusable,
@@ -619,7 +620,7 @@ class RedisClusterConnector(Connector):
     def _make_client(self) -> RedisClient:
         options = {k: v for k, v in self._options.items() if v is not None}
         startup = [ClusterNode(host, port) for host, port in self._seeds]
-        return RedisCluster(startup_nodes=startup, **options)
+        return LayoutClient(startup_nodes=startup, **options)
 
     async def _handshake(self, client: RedisClient) -> None:
         # Initialise eagerly: concurrent first calls on a lazy client race (redis-py #3935).

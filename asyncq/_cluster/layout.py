@@ -1,0 +1,124 @@
+"""redis-py's cluster client, made to read the cluster's layout without waiting on a
+silent node.
+
+redis-py reads the layout again by itself (after a CLUSTERDOWN, a lost connection, every
+few MOVED replies) under a lock that every other call through it waits on. It asks its
+known nodes for ``CLUSTER SLOTS`` one at a time, in random order, and then asks the first
+master for its command table. A frozen node (a stopped process, a stalled machine)
+accepts connections and answers nothing, so a reading that asked it held every redis-py
+call (the Inspector's, the CLI's, the recoverer's) for the whole socket timeout: 5.0-5.6 s
+in every one of seven failovers of a frozen master, measured on calls to the healthy
+masters. Two changes:
+
+- Before a reading, every known node is sent a ``PING`` at once. The nodes that answer
+  first are asked for the layout; the others only if those cannot give all of it.
+- The command table (where each command's keys are) is read once: a failover does not
+  change it, and it was asked of the first master, frozen or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+
+__all__ = ["PROBE_WAIT", "LayoutClient", "prompt_nodes"]
+
+# The longest wait for any node to answer the probe. When none does, the layout is read
+# as redis-py would (every node down is an error it reports best).
+PROBE_WAIT = 1.0
+# After the first answer, how much longer other nodes may answer and still be asked
+# first: a healthy node answers within a millisecond or two.
+LATE_ANSWER = 0.02
+
+
+class LayoutClient(RedisCluster):
+    """``RedisCluster`` that reads the layout from the nodes that answer, and reads the
+    command table once (see the module's docstring)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Both classes only change methods: the objects keep redis-py's own layout.
+        self.nodes_manager.__class__ = _PromptNodesManager
+        self.commands_parser = _CommandTableKept()
+
+
+class _PromptNodesManager(NodesManager):
+    __slots__ = ()
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> None:
+        nodes = list(self.startup_nodes.values())
+        prompt = await prompt_nodes(nodes, self.connection_kwargs) if len(nodes) > 1 else None
+        if not prompt:
+            await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            return
+        # The slow ones are asked after the others (redis-py asks its additional nodes
+        # after its startup nodes), and only if the others left slots uncovered.
+        slow = [node for node in nodes if node.name not in prompt]
+        for node in slow:
+            del self.startup_nodes[node.name]
+        later = [*(additional_startup_nodes_info or []), *((n.host, int(n.port)) for n in slow)]
+        try:
+            await super().initialize(later, last_failed_node_name)
+        except BaseException:
+            for node in slow:
+                self.startup_nodes.setdefault(node.name, node)
+            raise
+        # On success redis-py has made every node of the layout a startup node again,
+        # the slow ones among them; a seed that is no longer in the cluster stays out.
+
+
+class _CommandTableKept(AsyncCommandsParser):
+    __slots__ = ()
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if node is not None:
+            self.node = node  # asked for the keys of the few commands whose keys move
+        if not self.commands:
+            await super().initialize()
+
+
+async def prompt_nodes(nodes: list[ClusterNode], connection_kwargs: dict[str, Any]) -> set[str]:
+    """The names of the nodes that answered a ``PING`` first: the first to answer, and any
+    other that answered within ``LATE_ANSWER`` after it. Empty if none answered within
+    ``PROBE_WAIT`` (a node that refuses the connection has not answered)."""
+    loop = asyncio.get_running_loop()
+    probes = {
+        loop.create_task(_ping(n.host, int(n.port), connection_kwargs)): n.name for n in nodes
+    }
+    answered: set[str] = set()
+    pending = set(probes)
+    deadline = loop.time() + PROBE_WAIT
+    try:
+        while pending:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            answered.update(probes[p] for p in done if not p.cancelled() and not p.exception())
+            if answered:
+                deadline = min(deadline, loop.time() + LATE_ANSWER)
+    finally:
+        for probe in pending:
+            probe.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*pending, return_exceptions=True)
+    return answered
+
+
+async def _ping(host: str, port: int, connection_kwargs: dict[str, Any]) -> None:
+    # A node of its own, so that nothing of redis-py's pools waits on a silent node.
+    node = ClusterNode(host, port, **connection_kwargs)
+    try:
+        await node.execute_command("PING")
+    finally:
+        await node.disconnect()
