@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from asyncq import (
 from asyncq._cluster.retry import is_retryable
 from asyncq._cluster.slots import queue_slot
 from asyncq.testing import LocalRedisCluster, RedisServerProcess, eventually
+from asyncq.testing.plugin import ClusterTarget
 from asyncq.testing.servers import free_port, make_tls_files
 
 
@@ -128,6 +130,30 @@ async def test_a_single_server_given_to_the_cluster_connector_is_named_as_such(
     with pytest.raises(RedisRefusedError, match="use RedisConnector for a single Redis server"):
         async with connector:
             pass
+
+
+async def test_a_node_of_a_cluster_given_to_the_single_server_connector_is_named_as_such(
+    redis_cluster: ClusterTarget,
+) -> None:
+    """Such a node holds some queues only: the others answered MOVED, raised raw from
+    redis-py at every call (a worker logged a traceback a second, for good), after the
+    queue was already listed in asynq:queues. It is now refused at connect, saying what
+    to use, and nothing is written."""
+    seed = redis_cluster.seeds[0]
+    queue = f"not-here-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InvalidOptionError, match=r"node of a Redis Cluster of 6 nodes") as caught:
+        async with Client(RedisConnector(f"redis://{seed}/0")) as client:
+            await client.enqueue(Task("t"), queue=queue)
+    assert f"RedisClusterConnector(['{seed}'])" in str(caught.value)
+    async with RedisClusterConnector(redis_cluster.seeds) as cluster:
+        assert not await cluster.execute("SISMEMBER", "asynq:queues", queue)
+
+
+async def test_a_cluster_of_one_node_holds_every_queue_and_is_accepted_as_one_server() -> None:
+    with LocalRedisCluster(masters=1, replicas_per_master=0) as cluster:
+        async with Client(RedisConnector(f"redis://{cluster.seeds[0]}/0")) as client:
+            info = await client.enqueue(Task("t"), queue="anywhere")
+        assert info.queue == "anywhere"
 
 
 async def test_a_server_that_never_answers_fails_within_the_retry_deadline() -> None:

@@ -537,6 +537,26 @@ class RedisConnector(Connector):
 
     async def _handshake(self, client: RedisClient) -> None:
         await client.ping()
+        await self._refuse_a_cluster_node(client)
+
+    async def _refuse_a_cluster_node(self, client: RedisClient) -> None:
+        """A node of a Redis Cluster of several nodes holds only some queues: the others
+        answer MOVED, at every call for as long as the program runs. Refused at once with
+        what to use instead. (A cluster of one node holds every slot and is accepted; a
+        server that does not let this connector read ``INFO`` is not checked.)"""
+        try:
+            if not (await client.info("cluster")).get("cluster_enabled"):
+                return
+            nodes = int((await client.execute_command("CLUSTER INFO"))["cluster_known_nodes"])
+        except (rx.ResponseError, KeyError, ValueError):
+            return
+        if nodes > 1:
+            raise InvalidOptionError(
+                f"Redis at {self.address} is a node of a Redis Cluster of {nodes} nodes, "
+                f"which holds only some of the queues: use RedisClusterConnector(["
+                f"{self.address!r}]) (on the command line, --cluster-nodes {self.address} "
+                "instead of --redis-url)"
+            )
 
     def node_of(self, key: str) -> str:
         return self.address
