@@ -75,6 +75,14 @@ class ServeMux:
 
     def handler(self, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator form of ``handle``: ``@mux.handler("email:send")``."""
+        if callable(pattern):  # ``@mux.handler`` without a pattern would register nothing
+            name = getattr(pattern, "__name__", "handler")
+            raise TypeError(
+                f"@mux.handler needs the task type it handles: write "
+                f'@mux.handler("some:type") above {name}(), not @mux.handler'
+            )
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ValueError(f"handler pattern must be a non-blank str, got {pattern!r}")
 
         def register(fn: Handler) -> Handler:
             self.handle(pattern, fn)

@@ -206,6 +206,27 @@ def test_the_decorator_form_refuses_a_sync_function() -> None:
             pass
 
 
+def test_the_decorator_used_without_a_pattern_is_refused_at_once() -> None:
+    """``@mux.handler`` with no parentheses registered nothing and replaced the function
+    by the decorator's inner one: every task then failed as having no handler."""
+    mux = ServeMux()
+    with pytest.raises(TypeError, match=r'@mux.handler\("some:type"\) above email_send\(\)'):
+
+        @mux.handler  # type: ignore[arg-type]
+        async def email_send(task: Task) -> None:
+            pass
+
+    assert mux.patterns == []
+
+
+@pytest.mark.parametrize("pattern", ["", "  ", 42])
+def test_the_decorator_refuses_a_blank_or_non_str_pattern_before_it_decorates(
+    pattern: object,
+) -> None:
+    with pytest.raises(ValueError, match="non-blank str"):
+        ServeMux().handler(pattern)  # type: ignore[arg-type]
+
+
 # -- not found -----------------------------------------------------------------------------------
 
 
