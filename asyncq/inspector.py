@@ -350,6 +350,7 @@ class Inspector:
             raise QueueNotEmptyError(
                 f"queue {queue!r} still has tasks; use force=True (CLI: --force) to delete them"
             )
+        await self._inspect.delete_unlisted(keys)
         await self.connector.execute("SREM", ALL_QUEUES, queue)
 
     async def groups(self, queue: str) -> list[GroupInfo]:

@@ -236,6 +236,32 @@ async def test_delete_queue_leaves_no_key_behind(connector: Connector, queue_nam
     assert left == []
 
 
+async def test_delete_queue_also_deletes_fire_locks_and_dequeue_records(
+    connector: Connector, queue_name: str
+) -> None:
+    """No list names these keys, so deleting the queue left them for minutes: a fire lock
+    kept the queue, created again, from getting that fire (the periodic example failed
+    when run twice within ten minutes). The queue's name may hold glob characters; keys of
+    a queue that the unescaped name would match as a pattern are left alone."""
+    odd, neighbour = f"{queue_name}-[x]*", f"{queue_name}-xy"
+    async with Client(connector) as client:
+        for queue in (odd, neighbour):
+            fired = await client.enqueue_once(Task("tick"), {"queue": queue}, ("entry", 1800))
+            assert fired is not None
+            await connector.client.set(key(queue, "dequeue:token"), "ids", ex=600)
+    async with Inspector(connector) as inspector:
+        await inspector.delete_queue(odd, force=True)
+    tag = f"{{{odd}}}".encode()
+    assert [k async for k in connector.client.scan_iter(match="asynq:*") if tag in k] == []
+    async with Client(connector) as client:
+        again = await client.enqueue_once(Task("tick"), {"queue": odd}, ("entry", 1800))
+        assert again is not None
+        assert (
+            await client.enqueue_once(Task("tick"), {"queue": neighbour}, ("entry", 1800)) is None
+        )
+    assert await connector.client.exists(key(neighbour, "dequeue:token"))
+
+
 def hanging_mux() -> tuple[ServeMux, asyncio.Event]:
     """A mux whose "long" handler sets the event it returns, then runs until cancelled."""
     started = asyncio.Event()

@@ -6,6 +6,7 @@ combines them. Results are raw (bytes and numbers); ``asyncq.inspector`` shapes 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -186,6 +187,24 @@ class InspectBroker:
         ]  # fmt: skip
         args = ["1" if force else "0", keys.prefix, keys.unique_prefix, *days]
         return int(await self.broker.run_queue_script(keys, "remove_queue", script_keys, args))
+
+    async def delete_unlisted(self, keys: QueueKeys) -> None:
+        """Delete the queue's keys that no list names (see ``QueueKeys.unlisted_patterns``),
+        found by SCAN on the node that holds the queue. A scheduler's fire lock left
+        behind would keep a re-created queue from getting the same fire."""
+        connector = self.connector
+        node = connector.node_client(connector.node_of(keys.pending))
+        try:
+            async with asyncio.timeout(connector.retry_deadline):
+                found = [
+                    name
+                    for pattern in keys.unlisted_patterns()
+                    async for name in node.scan_iter(match=pattern, count=1000)
+                ]
+        finally:
+            await node.aclose()
+        for name in found:
+            await connector.execute("DEL", name)
 
     async def groups(self, keys: QueueKeys) -> list[tuple[str, int]]:
         names = sorted(_text(g) for g in await self.connector.execute("SMEMBERS", keys.groups))

@@ -118,6 +118,13 @@ class QueueKeys:
         """A scheduler's lock on one fire of one entry: taken by the first scheduler only."""
         return f"{self.prefix}fired:{entry_id}:{fire_time}"
 
+    def unlisted_patterns(self) -> tuple[str, ...]:
+        """SCAN patterns of the queue's keys that no list or set names, so that deleting
+        the queue must look for them: fire locks, and dequeue records
+        (``asynq:{q}:dequeue:<token>``). Both expire on their own within minutes."""
+        escaped = "".join(f"\\{c}" if c in "\\*?[]" else c for c in self.prefix)
+        return (f"{escaped}fired:*", f"{escaped}dequeue:*")
+
     def processed_on(self, utc_date: str) -> str:
         """Daily processed counter; ``utc_date`` is ``YYYY-MM-DD`` in UTC."""
         return f"{self.prefix}processed:{utc_date}"

@@ -1,4 +1,6 @@
--- remove_queue: delete a queue and every key it has, leaving nothing behind.
+-- remove_queue: delete a queue and every key a list or set of it names. (The keys no list
+-- names, fire locks and dequeue records, are found with SCAN afterwards: see
+-- InspectBroker.delete_unlisted.)
 -- asynq's removeQueueCmd leaves completed tasks, groups, counters, locks and the pause
 -- flag; this removes them all. Refuses while tasks run; without force, refuses any task.
 --
