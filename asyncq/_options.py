@@ -39,18 +39,19 @@ MAX_DURATION = 100 * 365 * 86400  # seconds; longer values are mistakes, and bre
 
 
 class EnqueueOptions(TypedDict, total=False):
-    """The keyword options of ``Client.enqueue``; durations are ``timedelta`` or seconds."""
+    """The keyword options of ``Client.enqueue``; durations are ``timedelta`` or seconds.
+    ``None`` is the same as leaving an option out (its default)."""
 
-    queue: str
-    max_retry: int
-    timeout: Duration
-    deadline: datetime
-    unique: Duration
-    process_at: datetime
-    process_in: Duration
-    task_id: str
-    retention: Duration
-    group: str
+    queue: str | None
+    max_retry: int | None
+    timeout: Duration | None
+    deadline: datetime | None
+    unique: Duration | None
+    process_at: datetime | None
+    process_in: Duration | None
+    task_id: str | None
+    retention: Duration | None
+    group: str | None
 
 
 _OPTION_NAMES = tuple(EnqueueOptions.__annotations__)
@@ -164,8 +165,12 @@ def check_names(options: Mapping[str, object]) -> None:
 
 
 def resolve(options: Mapping[str, object], now: float) -> ResolvedOptions:
-    """Check ``options`` and compute the stored values, with ``now`` in Unix seconds."""
+    """Check ``options`` and compute the stored values, with ``now`` in Unix seconds. An
+    option given as ``None`` takes its default, as if it were left out: code that passes
+    its own optional values through (``deadline=job.deadline``) needs no branches."""
     check_names(options)
+    if None in options.values():
+        options = {name: value for name, value in options.items() if value is not None}
     queue = validate_queue_name(options.get("queue", DEFAULT_QUEUE))
 
     max_retry = options.get("max_retry", DEFAULT_MAX_RETRY)

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Unpack
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -146,7 +146,7 @@ class Scheduler:
                 "or a late scheduler could enqueue a fire twice"
             )
         self.connector = connector
-        self.location = ZoneInfo(location) if isinstance(location, str) else location
+        self.location = _zone(location)
         self.heartbeat_interval = heartbeat_interval
         self.misfire_grace = misfire_grace
         self.before_enqueue = before_enqueue
@@ -431,3 +431,21 @@ class PeriodicTaskManager:
                 self.scheduler.logger.error("%s", error)
             except Exception:
                 self.scheduler.logger.exception("config provider failed; entries unchanged")
+
+
+def _zone(location: tzinfo | str) -> tzinfo:
+    """``location`` as a time zone: a ``tzinfo`` as it is, a name looked up (IANA's, as
+    asynq's ``time.LoadLocation``), anything else refused with what to give."""
+    if isinstance(location, tzinfo):
+        return location
+    if not isinstance(location, str):
+        raise InvalidOptionError(
+            f"location must be a tzinfo or a time zone name, got {type(location).__name__}"
+        )
+    try:
+        return ZoneInfo(location)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidOptionError(
+            f"location {location!r} is no time zone known here; give an IANA name such as "
+            "'Europe/Paris' or 'UTC' (on a system without time zone data, install tzdata)"
+        ) from None

@@ -150,3 +150,22 @@ def test_connectors_refuse_timeouts_that_are_no_time_when_made(options: dict[str
 def test_replica_timeout_refuses_a_bool() -> None:
     with pytest.raises(InvalidOptionError, match="replica_timeout"):
         Client(RedisConnector(), wait_replicas=1, replica_timeout=True)
+
+
+async def test_options_given_as_none_take_their_defaults_on_every_path(
+    connector: Connector, queue_name: str
+) -> None:
+    """A web app passing its optional values on (``deadline=job.deadline``) was refused."""
+    async with Client(connector) as client:
+        single = await client.enqueue(
+            Task("t"), queue=queue_name, deadline=None, task_id=None, unique=None, group=None,
+            process_at=None, retention=None, max_retry=None, timeout=None,
+        )  # fmt: skip
+        many = await client.enqueue_many(
+            [Task("t"), (Task("t"), {"process_in": None, "task_id": None})],
+            queue=queue_name, deadline=None, group=None,
+        )  # fmt: skip
+    assert single.state.value == "pending" and single.max_retry == 25
+    assert single.timeout == timedelta(minutes=30) and single.deadline is None
+    assert [r.info.state.value for r in many if r.info] == ["pending", "pending"]
+    assert await connector.client.llen(key(queue_name, "pending")) == 3

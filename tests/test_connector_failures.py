@@ -62,6 +62,13 @@ def test_bad_connector_arguments_are_refused() -> None:
         RedisClusterConnector([("localhost", "7000")])  # type: ignore[list-item]
     with pytest.raises(InvalidOptionError, match="but a int"):
         RedisClusterConnector([7000])  # type: ignore[list-item]
+    # A URL copied from RedisConnector's settings: refused at once, not retried for 20 s
+    # as a host named "redis".
+    with pytest.raises(InvalidOptionError, match=r"is a URL; give 'host:port' \('h:7000'\)$"):
+        RedisClusterConnector(["redis://h:7000"])
+    with pytest.raises(InvalidOptionError, match=r"\('h:6379'\) with tls=True") as caught:
+        RedisClusterConnector("rediss://:secret@h")
+    assert "secret" not in str(caught.value) and "rediss://:***@h" in str(caught.value)
 
 
 async def test_cluster_seeds_may_be_host_port_pairs(own_cluster: LocalRedisCluster) -> None:
@@ -74,6 +81,12 @@ async def test_cluster_seeds_may_be_host_port_pairs(own_cluster: LocalRedisClust
 def test_connector_must_be_connected_before_use() -> None:
     with pytest.raises(RuntimeError, match="not connected"):
         _ = RedisConnector().client
+
+
+async def test_a_client_used_unopened_is_told_to_open_the_client() -> None:
+    """The hint named only the connector, which a user of a Client never opens."""
+    with pytest.raises(RuntimeError, match=r"'async with Client\(connector\) as client:'"):
+        await Client(RedisConnector()).enqueue(Task("t"))
 
 
 @pytest.fixture

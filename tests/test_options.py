@@ -25,6 +25,19 @@ def test_defaults_are_asynqs() -> None:
     assert opts.process_at is None and opts.unique_ttl == 0 and opts.retention == 0
 
 
+def test_an_option_given_as_none_takes_its_default() -> None:
+    """Code that passes its own optional values on (``deadline=job.deadline``) was refused
+    ("deadline must be a datetime, got NoneType") for every option."""
+    names = ("queue", "max_retry", "timeout", "deadline", "unique", "process_at",
+             "process_in", "task_id", "retention", "group")  # fmt: skip
+    opts = resolve(dict.fromkeys(names), NOW)
+    assert (opts.queue, opts.max_retry, opts.timeout, opts.deadline) == ("default", 25, 1800, 0)
+    assert opts.generated_id and opts.process_at is None and opts.group == ""
+    assert opts.unique_ttl == 0 and opts.retention == 0
+    given = resolve({"deadline": None, "timeout": 90, "queue": "q"}, NOW)
+    assert (given.queue, given.timeout, given.deadline) == ("q", 90, 0)
+
+
 def test_deadline_alone_drops_the_default_timeout() -> None:
     opts = resolve({"deadline": datetime(2030, 1, 1, tzinfo=UTC)}, NOW)
     assert (opts.timeout, opts.deadline) == (0, 1893456000)

@@ -114,6 +114,17 @@ def test_bad_specs_are_refused(spec: str) -> None:
         scheduler.register(spec, Task("t"))
 
 
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("Mars/Olympus", "no time zone known here"), ("../etc", "no time zone known here"),
+     (5, "must be a tzinfo or a time zone name")],
+)  # fmt: skip
+def test_an_unknown_location_is_a_bad_option(location: object, message: str) -> None:
+    """It raised ZoneInfoNotFoundError (or ValueError), unlike every other bad option."""
+    with pytest.raises(InvalidOptionError, match=message):
+        Scheduler(RedisConnector(), location=location)  # type: ignore[arg-type]
+
+
 async def test_fires_at_the_right_times_once_each(connector: Connector, queue_name: str) -> None:
     clock = ManualClock(utc(2030, 1, 1, 8, 59, 30).timestamp())
     scheduler = Scheduler(connector, location="Europe/Paris", clock=clock)
@@ -235,6 +246,11 @@ def test_an_entry_without_headers_keeps_its_id() -> None:
     scheduler = Scheduler(RedisConnector(), location="UTC")
     entry = scheduler.register("@every 60s", Task("report", {"n": 1}), queue="q", max_retry=3)
     assert entry == "ba3549c2-2036-51c4-b245-dbf41eb6855a"
+    # An option given as None is left out, as enqueueing leaves it out: the same entry.
+    again = Scheduler(RedisConnector(), location="UTC").register(
+        "@every 60s", Task("report", {"n": 1}), queue="q", max_retry=3, deadline=None, group=None
+    )
+    assert again == entry
 
 
 async def test_no_catch_up_still_fires_on_time(connector: Connector, queue_name: str) -> None:

@@ -169,7 +169,11 @@ async def test_last_retry_archives_with_the_error(connector: Connector, queue_na
     assert await connector.client.llen(key(queue_name, "active")) == 0
 
 
-async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str) -> None:
+async def test_skip_retry_archives_at_once(
+    connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Archived at once, and logged as the handler's choice: it was logged as an error
+    with a traceback, as a task that "failed on its last try (1 of 11)"."""
     mux = raising_mux("skip", SkipRetry, "not worth retrying")
 
     async with Client(connector) as client:
@@ -178,6 +182,9 @@ async def test_skip_retry_archives_at_once(connector: Connector, queue_name: str
         await eventually(lambda: state_is(connector, queue_name, info.id, "archived"))
     msg = await task_message(connector, queue_name, info.id)
     assert msg.error_msg == "SkipRetry: not worth retrying" and msg.retried == 0
+    assert "archived without retrying, as its handler asked" in caplog.text
+    assert "last try" not in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_revoke_task_drops_it_without_retry_or_archive(

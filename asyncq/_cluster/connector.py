@@ -72,6 +72,15 @@ def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
             f"but a {type(address).__name__}"
         )
     text = address.strip()
+    if "://" in text:  # a URL, as RedisConnector takes: its host and port are the seed
+        parts = urlsplit(text)
+        seed = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else "host:port"
+        tls = " with tls=True" if parts.scheme == "rediss" else ""
+        secret = ", and its password as password=" if parts.password else ""
+        shown = text.replace(f":{parts.password}@", ":***@") if parts.password else text
+        raise InvalidOptionError(
+            f"cluster node {shown!r} is a URL; give 'host:port' ({seed!r}){tls}{secret}"
+        )
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise InvalidOptionError(
@@ -240,7 +249,9 @@ class Connector(ABC):
         """The redis-py client; raises if the connector is not connected."""
         if self._client is None:
             raise RuntimeError(
-                "the connector is not connected; use 'async with connector:' or await connect()"
+                "the connector is not connected: open the Client, Server, Inspector or "
+                "Scheduler that uses it ('async with Client(connector) as client:'), or the "
+                "connector itself ('async with connector:' or 'await connector.connect()')"
             )
         return self._client
 

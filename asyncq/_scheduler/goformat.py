@@ -109,9 +109,10 @@ _GO_OPTIONS: list[tuple[str, str, Callable[[object], str]]] = [
 
 
 def go_option_strings(options: Mapping[str, object]) -> list[str]:
-    """asynq's ``Option.String()`` of each enqueue option, in asynq's own order."""
+    """asynq's ``Option.String()`` of each enqueue option, in asynq's own order (an option
+    given as ``None`` is left out, as enqueueing leaves it out)."""
     return [
         f"{go_name}({render(options[name])})"
         for name, go_name, render in _GO_OPTIONS
-        if name in options
+        if options.get(name) is not None
     ]

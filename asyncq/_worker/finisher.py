@@ -200,7 +200,14 @@ class Finisher:
         # as asynq's recoverer does: retried without counting, a task that keeps killing its
         # worker would come back for good.
         if last_try and (counts or job is None):
-            if job is not None:  # the recoverer says what it does itself
+            if job is not None and isinstance(error, SkipRetry):  # the handler's own choice
+                self.logger.warning(
+                    "task %s failed on try %d of %d and is archived without retrying, as its "
+                    "handler asked: %s",
+                    _named(msg), msg.retried + 1, msg.retry + 1, error_text(error),
+                )  # fmt: skip
+                self.logger.debug("task %s failed here:", msg.id, exc_info=error)
+            elif job is not None:  # the recoverer says what it does itself
                 self.logger.error(
                     "task %s failed on its last try (%d of %d) and is archived: %s",
                     _named(msg), msg.retried + 1, msg.retry + 1, error_text(error),
