@@ -40,7 +40,7 @@ from asyncq._worker.maintenance import Forwarder, HealthChecker, Janitor
 from asyncq._worker.recoverer import Recoverer
 from asyncq._worker.subscriber import CancelSubscriber
 from asyncq._worker.waker import Waker
-from asyncq.servemux import Handler, is_async_callable
+from asyncq.servemux import Handler, ServeMux, is_async_callable
 
 __all__ = ["Server"]
 
@@ -188,6 +188,20 @@ class Server:
             ", ".join(f"{q} (priority {p})" for q, p in self.router.configured.items()),
             self.config.concurrency,
         )
+        self._announce_handlers(handler)
+
+    def _announce_handlers(self, handler: Handler) -> None:
+        """Log the task types a ServeMux handles (as Celery lists its tasks at start); an
+        empty one is a mistake worth a warning: every task would fail and be retried."""
+        if not isinstance(handler, ServeMux):
+            return
+        if handler.patterns:
+            self.config.logger.info("handling task types %s", ", ".join(handler.patterns))
+        else:
+            self.config.logger.warning(
+                "the ServeMux has no handler: every task will fail with "
+                "HandlerNotFoundError and be retried; register handlers before starting"
+            )
 
     def stop(self) -> None:
         """Stop taking new tasks (SIGTSTP); running handlers go on. ``shutdown`` still needed.

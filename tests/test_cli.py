@@ -26,6 +26,7 @@ import redis
 from click.testing import CliRunner, Result
 from google.protobuf.timestamp_pb2 import Timestamp
 
+import asyncq
 from asyncq import Client, Connector, Task
 from asyncq._proto.asynq_pb2 import SchedulerEnqueueEvent, SchedulerEntry, TaskMessage
 from asyncq.cli.main import cli
@@ -424,12 +425,22 @@ def test_an_unknown_queue_among_several_does_not_hide_the_others(
     assert "shown-too" in result.stdout
 
 
+@pytest.mark.parametrize("args", [["--version"], ["-V"], ["version"]])
+def test_the_version_is_printed_by_flag_and_by_command(args: list[str]) -> None:
+    assert ok(invoke(*args)).strip() == f"asyncq {asyncq.__version__}"
+
+
 def test_a_flag_wins_over_the_other_topology_set_in_the_environment(url: list[str]) -> None:
     environment = {**dict.fromkeys(ENV_NAMES, None), "ASYNCQ_CLUSTER_NODES": "127.0.0.1:1"}
     result = CliRunner().invoke(cli, ["queue", "ls", *url], env=environment)
     assert result.exit_code == 0, result.output  # --redis-url, not the cluster of the env
     both = invoke("queue", "ls", "--cluster-nodes", "127.0.0.1:1", *url)
     assert "give --cluster-nodes or --redis-url, not both" in one_error_line(both, exit_code=2)
+    # Both from the environment: the message named flags nobody gave.
+    environment["ASYNCQ_REDIS_URL"] = url[1]
+    from_env = CliRunner().invoke(cli, ["queue", "ls"], env=environment)
+    line = one_error_line(from_env, exit_code=2)
+    assert "ASYNCQ_CLUSTER_NODES and ASYNCQ_REDIS_URL are both set in the environment" in line
 
 
 def test_a_ca_file_is_for_tls_and_one_from_the_environment_leaves_plain_urls_alone(

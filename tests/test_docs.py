@@ -35,8 +35,9 @@ def test_page_examples_run(
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     blocks = python_blocks(page)
     assert blocks, f"{page} has no python example"
-    for block in blocks:
-        exec(compile(block, f"docs/{page}", "exec"), {"__name__": "__docs__"})
+    for _ in range(2):  # a reader runs an example again: it must leave nothing in its way
+        for block in blocks:
+            exec(compile(block, f"docs/{page}", "exec"), {"__name__": "__docs__"})
 
 
 def test_the_readme_example_runs_on_a_cluster(

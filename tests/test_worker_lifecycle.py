@@ -4,6 +4,7 @@ return and what the log says (real processes and real signals where the CLI is t
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -342,3 +343,26 @@ def test_a_bad_flag_value_is_named_by_its_flag(app_dir: Path, flag: str, value: 
     assert result.returncode != 0
     assert flag in result.stderr and "_interval" not in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_starting_server_names_the_task_types_it_handles_and_warns_of_none(
+    standalone_connector: Connector, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started with an empty mux (a module whose handlers were never imported)
+    said nothing: every task then failed and was retried for weeks."""
+    caplog.set_level(logging.INFO, logger="asyncq")
+    mux = ServeMux()
+
+    @mux.handler("email:send")
+    async def send(task: Task) -> None:
+        pass
+
+    mux.handle("image:", send)
+    async with running_server(standalone_connector, mux, {queue_name: 1}):
+        pass
+    assert "handling task types email:send, image:" in caplog.text
+    assert "has no handler" not in caplog.text
+    async with running_server(standalone_connector, ServeMux(), {queue_name: 1}):
+        pass
+    warned = [r for r in caplog.records if "the ServeMux has no handler" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"]

@@ -15,6 +15,7 @@ __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(asyncq.__version__, "--version", "-V", message="asyncq %(version)s")
 def cli() -> None:
     """asyncq: run workers and manage queues (wire-compatible with asynq)."""
 

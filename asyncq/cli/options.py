@@ -76,7 +76,7 @@ def make_connector(
     if cluster_nodes and redis_url:
         cluster_nodes, redis_url = _flag_over_environment(cluster_nodes, redis_url)
     if cluster_nodes and redis_url:
-        raise click.UsageError("give --cluster-nodes or --redis-url, not both")
+        raise click.UsageError(_both_given())
     if tls and not cluster_nodes:
         raise click.UsageError("--tls is for --cluster-nodes; for one Redis use a rediss:// URL")
     if tls_ca_certs and not cluster_nodes and urlsplit(redis_url or DEFAULT_URL).scheme != "rediss":
@@ -110,6 +110,18 @@ def _from_environment(parameter: str) -> bool:
     if context is None:
         return False
     return context.get_parameter_source(parameter) == click.core.ParameterSource.ENVIRONMENT
+
+
+def _both_given() -> str:
+    """Say that both topologies were given, naming where each came from."""
+    context = click.get_current_context(silent=True)
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    if context is not None and context.get_parameter_source("cluster_nodes") == from_env:
+        return (
+            "ASYNCQ_CLUSTER_NODES and ASYNCQ_REDIS_URL are both set in the environment: "
+            "unset one, or give --cluster-nodes or --redis-url to choose"
+        )
+    return "give --cluster-nodes or --redis-url, not both"
 
 
 def _flag_over_environment(cluster_nodes: str, redis_url: str) -> tuple[str | None, str | None]:
