@@ -46,6 +46,7 @@ from asyncq.inspector import (
 from asyncq.scheduler import PeriodicTaskConfig, PeriodicTaskManager, Scheduler
 from asyncq.servemux import Handler, Middleware, ServeMux
 from asyncq.server import Server
+from asyncq.sync import SyncClient
 from asyncq.task import Task, TaskInfo, TaskState
 
 __version__ = "0.1.0"
@@ -86,6 +87,7 @@ __all__ = [
     "Server",
     "ServerRecord",
     "SkipRetry",
+    "SyncClient",
     "Task",
     "TaskCanceledError",
     "TaskDeadlineExceededError",

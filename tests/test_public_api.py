@@ -40,6 +40,7 @@ EXPECTED = {
     "Server",
     "ServerRecord",
     "SkipRetry",
+    "SyncClient",
     "Task",
     "TaskCanceledError",
     "TaskDeadlineExceededError",
