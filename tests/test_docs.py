@@ -69,6 +69,37 @@ def test_testing_page_example_is_a_working_test(tmp_path: Path) -> None:
     assert result == pytest.ExitCode.OK
 
 
+STRICT_MODE_TEST = """
+import pytest
+
+import asyncq
+
+
+@pytest.mark.asyncio
+async def test_the_connector_fixture_works_in_strict_mode(
+    standalone_connector: asyncq.Connector,
+) -> None:
+    assert await standalone_connector.execute("PING") is True
+"""
+
+
+def test_the_plugins_async_fixtures_work_in_pytest_asyncios_strict_mode(
+    tmp_path: Path, redis_server: StandaloneTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In strict mode a test got the fixture's async generator instead of a connector,
+    and a parametrised one failed inside pytest with a bare AssertionError."""
+    monkeypatch.setenv("ASYNCQ_TEST_REDIS_URL", redis_server.url)
+    (tmp_path / "test_strict.py").write_text(STRICT_MODE_TEST)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    result = pytest.main(
+        ["-q", "-p", "no:cacheprovider", str(tmp_path / "test_strict.py"), "--rootdir",
+         str(tmp_path)]
+    )  # fmt: skip
+    assert result == pytest.ExitCode.OK
+
+
 def test_cli_page_shows_the_current_help() -> None:
     """docs/cli.md shows the CLI's own --help; regenerate it with scripts/cli_docs.py."""
     import importlib.util

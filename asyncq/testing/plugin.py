@@ -19,6 +19,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,6 +27,16 @@ from asyncq._cluster.connector import Connector, RedisClusterConnector, RedisCon
 from asyncq.testing.servers import LocalRedisCluster, RedisServerProcess
 
 __all__ = ["ClusterTarget", "StandaloneTarget"]
+
+# Declared through pytest-asyncio when it is there, the async fixtures run in its strict
+# mode too; the plugin still loads without it (typed as pytest's own, which it wraps).
+if TYPE_CHECKING:
+    async_fixture = pytest.fixture
+else:
+    try:
+        from pytest_asyncio import fixture as async_fixture
+    except ImportError:
+        async_fixture = pytest.fixture
 
 
 @dataclass(frozen=True)
@@ -81,21 +92,21 @@ def redis_cluster() -> Iterator[ClusterTarget]:
         cluster.stop()
 
 
-@pytest.fixture
+@async_fixture
 async def standalone_connector(redis_server: StandaloneTarget) -> AsyncIterator[Connector]:
     """A connected ``RedisConnector`` to the standalone test server."""
     async with RedisConnector(redis_server.url) as connector:
         yield connector
 
 
-@pytest.fixture
+@async_fixture
 async def cluster_connector(redis_cluster: ClusterTarget) -> AsyncIterator[Connector]:
     """A connected ``RedisClusterConnector`` to the test cluster."""
     async with RedisClusterConnector(redis_cluster.seeds) as connector:
         yield connector
 
 
-@pytest.fixture(params=["standalone", "cluster"])
+@async_fixture(params=["standalone", "cluster"])
 async def connector(request: pytest.FixtureRequest) -> AsyncIterator[Connector]:
     """A connected connector, once for a standalone Redis and once for the cluster."""
     if request.param == "standalone":
