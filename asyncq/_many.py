@@ -97,7 +97,7 @@ def takes_call_options(item: object) -> bool:
         and isinstance(item[0], Task)
         and isinstance(item[1], Mapping)
     ):
-        return not item[1]
+        return all(value is None for value in item[1].values())  # None: as if left out
     raise TypeError(
         f"enqueue_many takes asyncq.Task items or (Task, options) pairs, got {item!r:.80}"
     )

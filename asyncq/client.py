@@ -263,8 +263,11 @@ class Client:
         not a task, raises at once, before anything is written.
         """
         check_names(options)
-        shared = self._prepare(Task("-"), options)  # the call's options, checked once
-        template = self._template(shared) if shared.plain and "task_id" not in options else None
+        call_options = _given(options)
+        shared = self._prepare(Task("-"), call_options)  # the call's options, checked once
+        template = (
+            self._template(shared) if shared.plain and "task_id" not in call_options else None
+        )
         items = list(tasks)
         plain_count = sum(map(takes_call_options, items))  # also refuses what is no task
         results: list[EnqueueResult | None] = [None] * len(items)
@@ -274,6 +277,7 @@ class Client:
             writer.group = group
             for index, item in enumerate(items):
                 task, own = (item, NO_OPTIONS) if isinstance(item, Task) else item
+                own = _given(own)  # an item's None leaves the call's option as it is
                 if template is not None and not own:
                     task_id = next(ids)
                     try:
@@ -285,7 +289,7 @@ class Client:
                         await writer.send(shared.keys)
                     continue
                 try:
-                    prepared = self._prepare(task, {**options, **own})
+                    prepared = self._prepare(task, {**call_options, **own})
                 except (ValueError, TypeError) as error:
                     results[index] = EnqueueResult(task=task, error=error)
                     continue
@@ -476,3 +480,10 @@ class Client:
             next_at = _utc(p.process_at)
             self._fields_cache = (opts, cached[1], p.process_at, next_at)
         return timeout, deadline, next_at, retention
+
+
+def _given(options: Mapping[str, object]) -> Mapping[str, object]:
+    """``options`` without those given as ``None``, which mean "as if left out"."""
+    if None in options.values():
+        return {name: value for name, value in options.items() if value is not None}
+    return options

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from asyncq._broker.inspect import SET_STATES, InspectBroker, RawTask
 from asyncq._broker.keys import (
@@ -350,7 +350,15 @@ class Inspector:
             raise QueueNotEmptyError(
                 f"queue {queue!r} still has tasks; use force=True (CLI: --force) to delete them"
             )
-        await self._inspect.delete_unlisted(keys)
+        try:
+            await self._inspect.delete_unlisted(keys)
+        except (RedisError, OSError, TimeoutError) as error:
+            # They expire within minutes; the queue itself is gone, so it is unlisted too.
+            _log.warning(
+                "queue %s is deleted, but not its fire locks and dequeue records (%s: %s); "
+                "they expire within ten minutes",
+                queue, type(error).__name__, error,
+            )  # fmt: skip
         await self.connector.execute("SREM", ALL_QUEUES, queue)
 
     async def groups(self, queue: str) -> list[GroupInfo]:

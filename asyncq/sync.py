@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -42,6 +42,9 @@ class SyncClient:
         self._client = Client(connector, **client_options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closing = False
+        # Guards opening, closing, and handing a call to the loop: a call is never handed
+        # to a loop that is stopping.
         self._lock = threading.Lock()
 
     @property
@@ -59,19 +62,31 @@ class SyncClient:
             thread.start()
             self._loop, self._thread = loop, thread
         try:
-            self._run(self._client.__aenter__())
+            self._on_loop(loop, self._client.__aenter__())
         except BaseException:
-            self._stop_loop()
+            self._stop_loop(loop)
             raise
 
     def close(self) -> None:
-        """Disconnect and stop the loop (a call still on its way when it closes fails)."""
-        if self._loop is None:
-            return
+        """Disconnect and stop the loop. A call still on its way is cancelled: it raises
+        ``RuntimeError`` in its thread (its task may or may not have been stored)."""
+        with self._lock:
+            loop = self._loop
+            if loop is None or self._closing:
+                return
+            self._closing = True
         try:
-            self._run(self._client.__aexit__(None, None, None))
+            self._on_loop(loop, self._shut_down())
         finally:
-            self._stop_loop()
+            self._stop_loop(loop)
+
+    async def _shut_down(self) -> None:
+        this = asyncio.current_task()
+        calls = [task for task in asyncio.all_tasks() if task is not this]
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await self._client.__aexit__(None, None, None)
 
     def __enter__(self) -> SyncClient:
         self.open()
@@ -102,24 +117,33 @@ class SyncClient:
         return self._run(self._client.wait_result(task, queue=queue, timeout=timeout))
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop
-        if loop is None:
-            call.close()
-            raise RuntimeError(
-                "the SyncClient is not open: use 'with SyncClient(connector) as client:' "
-                "or call open() first"
-            )
-        if threading.current_thread() is self._thread:
-            call.close()
-            raise RuntimeError("a SyncClient cannot be called from its own event loop")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(call, loop)
-        return future.result()
+        with self._lock:
+            loop = self._loop
+            if loop is None or self._closing:
+                call.close()
+                raise RuntimeError(
+                    "the SyncClient is not open: use 'with SyncClient(connector) as client:' "
+                    "or call open() first"
+                )
+            if threading.current_thread() is self._thread:
+                call.close()
+                raise RuntimeError("a SyncClient cannot be called from its own event loop")
+            future = asyncio.run_coroutine_threadsafe(call, loop)
+        try:
+            return future.result()
+        except CancelledError:
+            raise RuntimeError("the SyncClient was closed while this call was on its way") from None
 
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
+    @staticmethod
+    def _on_loop(loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, loop).result()
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        thread = self._thread
         loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+        if thread is not None:
+            thread.join()
         loop.close()
+        with self._lock:
+            self._loop = self._thread = None
+            self._closing = False

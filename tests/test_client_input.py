@@ -155,14 +155,15 @@ def test_replica_timeout_refuses_a_bool() -> None:
 async def test_options_given_as_none_take_their_defaults_on_every_path(
     connector: Connector, queue_name: str
 ) -> None:
-    """A web app passing its optional values on (``deadline=job.deadline``) was refused."""
+    """A web app passing its optional values on (``deadline=job.deadline``) was refused.
+    An item's None leaves the call's option as it is (it does not mean the default)."""
     async with Client(connector) as client:
         single = await client.enqueue(
             Task("t"), queue=queue_name, deadline=None, task_id=None, unique=None, group=None,
             process_at=None, retention=None, max_retry=None, timeout=None,
         )  # fmt: skip
         many = await client.enqueue_many(
-            [Task("t"), (Task("t"), {"process_in": None, "task_id": None})],
+            [Task("t"), (Task("t"), {"process_in": None, "task_id": None, "queue": None})],
             queue=queue_name, deadline=None, group=None,
         )  # fmt: skip
     assert single.state.value == "pending" and single.max_retry == 25

@@ -154,7 +154,7 @@ async def test_a_node_of_a_cluster_given_to_the_single_server_connector_is_named
     to use, and nothing is written."""
     seed = redis_cluster.seeds[0]
     queue = f"not-here-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(InvalidOptionError, match=r"node of a Redis Cluster of 6 nodes") as caught:
+    with pytest.raises(InvalidOptionError, match=r"node of a Redis Cluster of 3 masters") as caught:
         async with Client(RedisConnector(f"redis://{seed}/0")) as client:
             await client.enqueue(Task("t"), queue=queue)
     assert f"RedisClusterConnector(['{seed}'])" in str(caught.value)
@@ -162,11 +162,17 @@ async def test_a_node_of_a_cluster_given_to_the_single_server_connector_is_named
         assert not await cluster.execute("SISMEMBER", "asynq:queues", queue)
 
 
-async def test_a_cluster_of_one_node_holds_every_queue_and_is_accepted_as_one_server() -> None:
-    with LocalRedisCluster(masters=1, replicas_per_master=0) as cluster:
-        async with Client(RedisConnector(f"redis://{cluster.seeds[0]}/0")) as client:
+async def test_the_master_of_a_one_master_cluster_holds_every_queue_and_is_accepted() -> None:
+    """Its replica holds none (it answers MOVED): that one is refused."""
+    with LocalRedisCluster(masters=1, replicas_per_master=1) as cluster:
+        (master,) = cluster.masters()
+        async with Client(RedisConnector(f"redis://{master.address}/0")) as client:
             info = await client.enqueue(Task("t"), queue="anywhere")
         assert info.queue == "anywhere"
+        (replica,) = cluster.replicas_of(master.node_id)
+        with pytest.raises(InvalidOptionError, match=r"Redis Cluster \(a replica\)"):
+            async with RedisConnector(f"redis://{replica.address}/0"):
+                pass
 
 
 async def test_a_server_that_never_answers_fails_within_the_retry_deadline() -> None:

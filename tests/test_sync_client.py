@@ -106,3 +106,29 @@ def test_a_closed_or_unreachable_client_says_so() -> None:
     with pytest.raises(RuntimeError, match="not open"):  # a failed open leaves it closed
         client.enqueue(Task("t"))
     assert not [t for t in threading.enumerate() if t.name == "asyncq-sync"]
+
+
+def test_closing_ends_a_call_still_on_its_way_instead_of_leaving_it_hanging(
+    redis_server: StandaloneTarget, queue_name: str
+) -> None:
+    """A thread waiting on a result that never comes (no worker) when another closes the
+    client: its call was left waiting for ever on a stopped loop."""
+    client = SyncClient(RedisConnector(redis_server.url))
+    client.open()
+    info = client.enqueue(Task("never-run"), queue=queue_name, retention=60)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            client.wait_result(info, timeout=None)
+        except BaseException as error:
+            errors.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    client.close()
+    waiter.join(timeout=30)  # a guard: the call ends at once, or the test fails below
+    assert not waiter.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert not [t for t in threading.enumerate() if t.name == "asyncq-sync"]
+    client.close()  # closing again does nothing

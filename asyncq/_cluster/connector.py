@@ -551,22 +551,25 @@ class RedisConnector(Connector):
         await self._refuse_a_cluster_node(client)
 
     async def _refuse_a_cluster_node(self, client: RedisClient) -> None:
-        """A node of a Redis Cluster of several nodes holds only some queues: the others
-        answer MOVED, at every call for as long as the program runs. Refused at once with
-        what to use instead. (A cluster of one node holds every slot and is accepted; a
-        server that does not let this connector read ``INFO`` is not checked.)"""
+        """A node of a Redis Cluster whose slots several masters share holds only some
+        queues, and a cluster's replica none: the others answer MOVED, at every call for
+        as long as the program runs. Refused at once with what to use instead. (The master
+        of a cluster with one master holds every slot and is accepted; a server that does
+        not let this connector read ``INFO`` is not checked.)"""
         try:
             if not (await client.info("cluster")).get("cluster_enabled"):
                 return
-            nodes = int((await client.execute_command("CLUSTER INFO"))["cluster_known_nodes"])
+            masters = int((await client.execute_command("CLUSTER INFO"))["cluster_size"])
+            replica = (await client.info("replication")).get("role") == "slave"
         except (rx.ResponseError, KeyError, ValueError):
             return
-        if nodes > 1:
+        if masters > 1 or replica:
+            what = f"of {masters} masters" if masters > 1 else "(a replica)"
             raise InvalidOptionError(
-                f"Redis at {self.address} is a node of a Redis Cluster of {nodes} nodes, "
-                f"which holds only some of the queues: use RedisClusterConnector(["
-                f"{self.address!r}]) (on the command line, --cluster-nodes {self.address} "
-                "instead of --redis-url)"
+                f"Redis at {self.address} is a node of a Redis Cluster {what}, which holds "
+                f"only some of the queues: use RedisClusterConnector([{self.address!r}]) "
+                f"(on the command line, --cluster-nodes {self.address} instead of "
+                "--redis-url)"
             )
 
     def node_of(self, key: str) -> str:

@@ -54,25 +54,28 @@ class _PromptNodesManager(NodesManager):
         additional_startup_nodes_info: list[tuple[str, int]] | None = None,
         last_failed_node_name: str | None = None,
     ) -> None:
+        epoch = self._epoch
         nodes = list(self.startup_nodes.values())
         prompt = await prompt_nodes(nodes, self.connection_kwargs) if len(nodes) > 1 else None
+        if self._epoch != epoch:
+            return  # another reading (redis-py's, or asyncq's own) finished meanwhile
         if not prompt:
             await super().initialize(additional_startup_nodes_info, last_failed_node_name)
             return
         # The slow ones are asked after the others (redis-py asks its additional nodes
-        # after its startup nodes), and only if the others left slots uncovered.
+        # after its startup nodes), and only if the others left slots uncovered. Another
+        # reading may run at the same time and take them out too: each puts back its own.
         slow = [node for node in nodes if node.name not in prompt]
-        for node in slow:
-            del self.startup_nodes[node.name]
+        taken = [n for n in slow if self.startup_nodes.pop(n.name, None) is not None]
         later = [*(additional_startup_nodes_info or []), *((n.host, int(n.port)) for n in slow)]
         try:
             await super().initialize(later, last_failed_node_name)
-        except BaseException:
-            for node in slow:
+        finally:
+            # Back in the startup nodes, to be probed at the next reading: after a reading
+            # redis-py has put the layout's nodes there already, but a failed reading, or
+            # one that another made needless, does not.
+            for node in taken:
                 self.startup_nodes.setdefault(node.name, node)
-            raise
-        # On success redis-py has made every node of the layout a startup node again,
-        # the slow ones among them; a seed that is no longer in the cluster stays out.
 
 
 class _CommandTableKept(AsyncCommandsParser):
