@@ -27,6 +27,15 @@ def test_there_are_scripts() -> None:
 
 
 @pytest.mark.parametrize("name", script_names())
+def test_includes_are_replaced_by_the_shared_function(name: str) -> None:
+    """A script runs alone in Redis: what it includes must be in the source it sends."""
+    source = load_script(name).source
+    assert "-- INCLUDE =" not in source
+    if name in ("done", "done_many", "mark_as_complete", "retry", "archive"):
+        assert source.count("local function count(key, n)") == 1
+
+
+@pytest.mark.parametrize("name", script_names())
 def test_declared_keys_share_one_hash_tag(name: str) -> None:
     header = load_script(name).header
     assert header.keys, f"{name}.lua declares no KEYS"

@@ -72,12 +72,23 @@ def script_names() -> list[str]:
     return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua"))
 
 
+# A line "-- INCLUDE = <name>" is replaced by lua/lib/<name>.lua: a local function that
+# several scripts share (Redis runs each script alone, so they cannot import it).
+_INCLUDE = re.compile(r"^--\s*INCLUDE\s*=\s*(\w+)\s*$", re.MULTILINE)
+
+
+def _library(match: re.Match[str]) -> str:
+    path = resources.files("asyncq._broker") / "lua" / "lib" / f"{match.group(1)}.lua"
+    return path.read_text("utf-8").rstrip("\n")
+
+
 @cache
 def load_script(name: str) -> LuaScript:
-    """Read ``lua/<name>.lua`` once and compute its SHA1."""
-    source = (resources.files("asyncq._broker") / "lua" / f"{name}.lua").read_text("utf-8")
+    """Read ``lua/<name>.lua`` once, with its includes, and compute its SHA1."""
+    written = (resources.files("asyncq._broker") / "lua" / f"{name}.lua").read_text("utf-8")
+    source = _INCLUDE.sub(_library, written)
     sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    return LuaScript(name=name, source=source, sha=sha, header=_parse_header(source))
+    return LuaScript(name=name, source=source, sha=sha, header=_parse_header(written))
 
 
 async def evalsha_loading(

@@ -25,18 +25,7 @@
 -- DERIVED = ARGV[8] .. id -> asynq:{q}:t:<id>
 -- RETURNS = 1 archived, 0 the task is not ours any more (nothing changed)
 
--- Adds n to a counter and returns the new count. A counter holding something else than a
--- whole number (another writer's), or about to pass int64's largest value (where asynq
--- wraps its totals), starts again at n: a failed INCRBY would end this script with the
--- task's own writes done but its reply an error.
-local function count(key, n)
-  local counted = redis.pcall("INCRBY", key, n)
-  if type(counted) == "table" then
-    redis.call("SET", key, n)
-    return n
-  end
-  return counted
-end
+-- INCLUDE = count
 if ARGV[7] == "lease" then
   if not redis.call("ZSCORE", KEYS[3], ARGV[1]) then
     return 0

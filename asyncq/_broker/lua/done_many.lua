@@ -15,18 +15,7 @@
 -- DERIVED = ARGV[2] .. id -> asynq:{q}:t:<id>; ARGV[3] .. suffix -> asynq:{q}:unique:<type>:<md5>
 -- RETURNS = one code per task, in order: 1 done, 0 it held no lease (nothing changed)
 
--- Adds n to a counter and returns the new count. A counter holding something else than a
--- whole number (another writer's), or about to pass int64's largest value (where asynq
--- wraps its totals), starts again at n: a failed INCRBY would end this script with the
--- task's own writes done but its reply an error.
-local function count(key, n)
-  local counted = redis.pcall("INCRBY", key, n)
-  if type(counted) == "table" then
-    redis.call("SET", key, n)
-    return n
-  end
-  return counted
-end
+-- INCLUDE = count
 local codes = {}
 local done = {}
 local task_keys = {}
