@@ -10,9 +10,10 @@ requests) meet on the one loop, so they share round trips to Redis as concurrent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -25,6 +26,9 @@ from asyncq.task import Task, TaskInfo
 __all__ = ["SyncClient"]
 
 T = TypeVar("T")
+# How long closing waits for the calls it cancelled to end.
+CANCEL_WAIT = 5.0
+CLOSED_MESSAGE = "the SyncClient was closed while this call was on its way"
 
 
 class SyncClient:
@@ -43,6 +47,8 @@ class SyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._calls: set[asyncio.Task[Any]] = set()  # callers' calls now on the loop
+        self._waiting: set[Future[Any]] = set()  # what the callers' threads wait on
         # Guards opening, closing, and handing a call to the loop: a call is never handed
         # to a loop that is stopping.
         self._lock = threading.Lock()
@@ -81,12 +87,22 @@ class SyncClient:
             self._stop_loop(loop)
 
     async def _shut_down(self) -> None:
-        this = asyncio.current_task()
-        calls = [task for task in asyncio.all_tasks() if task is not this]
+        calls = list(self._calls)  # the callers' calls only: the client's own tasks stay
         for call in calls:
             call.cancel()
-        await asyncio.gather(*calls, return_exceptions=True)
+        if calls:  # bounded: a call that outlives its cancel is failed when the loop stops
+            await asyncio.wait(calls, timeout=CANCEL_WAIT)
         await self._client.__aexit__(None, None, None)
+
+    async def _tracked(self, call: Coroutine[Any, Any, T]) -> T:
+        """``call``, known to ``close`` while it runs."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await call
+        finally:
+            self._calls.discard(task)
 
     def __enter__(self) -> SyncClient:
         self.open()
@@ -128,11 +144,13 @@ class SyncClient:
             if threading.current_thread() is self._thread:
                 call.close()
                 raise RuntimeError("a SyncClient cannot be called from its own event loop")
-            future = asyncio.run_coroutine_threadsafe(call, loop)
+            future = asyncio.run_coroutine_threadsafe(self._tracked(call), loop)
+            self._waiting.add(future)
+            future.add_done_callback(self._waiting.discard)
         try:
             return future.result()
         except CancelledError:
-            raise RuntimeError("the SyncClient was closed while this call was on its way") from None
+            raise RuntimeError(CLOSED_MESSAGE) from None
 
     @staticmethod
     def _on_loop(loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T]) -> T:
@@ -143,6 +161,12 @@ class SyncClient:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join()
+        # A call the loop did not finish (handed over as it stopped) would leave its
+        # caller waiting for good: it fails instead.
+        for future in list(self._waiting):
+            if not future.done():
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(RuntimeError(CLOSED_MESSAGE))
         loop.close()
         with self._lock:
             self._loop = self._thread = None

@@ -10,7 +10,8 @@ call (the Inspector's, the CLI's, the recoverer's) for the whole socket timeout:
 in every one of seven failovers of a frozen master, measured on calls to the healthy
 masters. Two changes:
 
-- Before a reading, every known node is sent a ``PING`` at once. The nodes that answer
+- Before a reading, every known node is sent a ``PING`` at once (on a bare socket; over
+  TLS the layout is read as redis-py reads it). The nodes that answer
   first are asked for the layout; the others only if those cannot give all of it.
 - The command table (where each command's keys are) is read once: a failover does not
   change it, and it was asked of the first master, frozen or not.
@@ -24,6 +25,7 @@ from typing import Any
 
 from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 
 __all__ = ["PROBE_WAIT", "LayoutClient", "prompt_nodes"]
 
@@ -56,7 +58,12 @@ class _PromptNodesManager(NodesManager):
     ) -> None:
         epoch = self._epoch
         nodes = list(self.startup_nodes.values())
-        prompt = await prompt_nodes(nodes, self.connection_kwargs) if len(nodes) > 1 else None
+        # Over TLS a bare PING gets no answer: there the layout is read as redis-py would.
+        plain = not self.connection_kwargs.get("ssl") and not issubclass(
+            self.connection_kwargs.get("connection_class", Connection), SSLConnection
+        )
+        probe = plain and len(nodes) > 1
+        prompt = await prompt_nodes(nodes, self.connection_kwargs) if probe else None
         if self._epoch != epoch:
             return  # another reading (redis-py's, or asyncq's own) finished meanwhile
         if not prompt:
@@ -119,9 +126,16 @@ async def prompt_nodes(nodes: list[ClusterNode], connection_kwargs: dict[str, An
 
 
 async def _ping(host: str, port: int, connection_kwargs: dict[str, Any]) -> None:
-    # A node of its own, so that nothing of redis-py's pools waits on a silent node.
-    node = ClusterNode(host, port, **connection_kwargs)
+    # A bare socket of its own, so that nothing of redis-py's pools waits on a silent node
+    # and nothing is left open when the probe is cut short. Any reply counts, an error
+    # too (a node that wants a password still answers).
+    reader, writer = await asyncio.open_connection(host, port)
     try:
-        await node.execute_command("PING")
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        if not await reader.read(1):
+            raise ConnectionError(f"{host}:{port} closed the connection")
     finally:
-        await node.disconnect()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
