@@ -63,7 +63,7 @@ class _PromptNodesManager(NodesManager):
             self.connection_kwargs.get("connection_class", Connection), SSLConnection
         )
         probe = plain and len(nodes) > 1
-        prompt = await prompt_nodes(nodes, self.connection_kwargs) if probe else None
+        prompt = await prompt_nodes(nodes) if probe else None
         if self._epoch != epoch:
             return  # another reading (redis-py's, or asyncq's own) finished meanwhile
         if not prompt:
@@ -95,14 +95,12 @@ class _CommandTableKept(AsyncCommandsParser):
             await super().initialize()
 
 
-async def prompt_nodes(nodes: list[ClusterNode], connection_kwargs: dict[str, Any]) -> set[str]:
+async def prompt_nodes(nodes: list[ClusterNode]) -> set[str]:
     """The names of the nodes that answered a ``PING`` first: the first to answer, and any
     other that answered within ``LATE_ANSWER`` after it. Empty if none answered within
     ``PROBE_WAIT`` (a node that refuses the connection has not answered)."""
     loop = asyncio.get_running_loop()
-    probes = {
-        loop.create_task(_ping(n.host, int(n.port), connection_kwargs)): n.name for n in nodes
-    }
+    probes = {loop.create_task(_ping(n.host, int(n.port))): n.name for n in nodes}
     answered: set[str] = set()
     pending = set(probes)
     deadline = loop.time() + PROBE_WAIT
@@ -125,7 +123,7 @@ async def prompt_nodes(nodes: list[ClusterNode], connection_kwargs: dict[str, An
     return answered
 
 
-async def _ping(host: str, port: int, connection_kwargs: dict[str, Any]) -> None:
+async def _ping(host: str, port: int) -> None:
     # A bare socket of its own, so that nothing of redis-py's pools waits on a silent node
     # and nothing is left open when the probe is cut short. Any reply counts, an error
     # too (a node that wants a password still answers).
